@@ -1,0 +1,16 @@
+"""ikd-edu: Integral Knowledge Distillation for multi-person pose estimation, as a course.
+
+Package map (data flows one way, top to bottom):
+
+    skeleton.py   joint names, flip pairs, edges, OKS sigmas, colours
+    geometry.py   box -> center/scale, affine crop matrices, mapping back
+    data/         COCO / MPII / synthetic datasets, augmentation, dataset check
+    codec.py      keypoints <-> heatmaps, flip-back
+    models/       SimpleBaseline teacher, students, feature taps, checkpoint loading
+    distill/      logit, feature, structure distillation and their integral sum
+    train/        configs, training engine, distributed helpers
+    evaluate.py   COCO AP via pycocotools, PCKh, per-instance OKS
+    profile.py    params, true MACs, latency
+    viz/ explain.py browse.py course.py cli.py   sit on top; nothing below imports them
+"""
+__version__ = "0.1.0"

@@ -1,0 +1,73 @@
+"""``ikd-edu`` command line: thin on purpose — parse, call the library, print.
+
+Each subcommand lives next to the code it drives: the module named in ``COMMANDS`` exposes
+``add_cli_arguments(parser)`` and ``cli_main(args) -> int``. Modules are imported only
+when their command runs, so ``ikd-edu --help`` stays fast.
+
+Bad input never ends in a Python traceback: library code raises :class:`UserError`
+(or ``FileNotFoundError``/``ValueError`` with a message that says what to do), and the
+CLI prints ``ikd-edu: error: <message>`` and exits with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ikd_edu.errors import UserError
+
+# command words -> (module, one-line help)
+COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
+    ("data", "synth"): ("ikd_edu.data.synthetic", "generate the synthetic multi-person dataset"),
+    ("data", "check"): ("ikd_edu.data.check", "validate a COCO keypoint annotation file"),
+    ("eval",): ("ikd_edu.evaluate", "COCO keypoint AP of a results file (pycocotools)"),
+    ("profile",): ("ikd_edu.profile", "params, true MACs and latency of models"),
+}
+
+
+def build_parser(only_module: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; with ``only_module`` only that command's module is imported."""
+    from ikd_edu import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="ikd-edu",
+        description="Integral Knowledge Distillation for pose estimation, as a course.",
+    )
+    parser.add_argument("--version", action="version", version=f"ikd-edu {__version__}")
+    top = parser.add_subparsers(dest="command", metavar="COMMAND")
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for words, (module_name, help_text) in COMMANDS.items():
+        if len(words) == 1:
+            sub = top.add_parser(words[0], help=help_text, description=help_text)
+        else:
+            if words[0] not in groups:
+                g = top.add_parser(words[0], help=f"{words[0]} subcommands")
+                groups[words[0]] = g.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
+            sub = groups[words[0]].add_parser(words[1], help=help_text, description=help_text)
+        sub.set_defaults(_module=module_name)
+        if only_module in (None, module_name):
+            importlib.import_module(module_name).add_cli_arguments(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # Import only the module of the command being run (fast start, fast --help).
+    wanted = next((m for words, (m, _) in COMMANDS.items() if tuple(argv[: len(words)]) == words), "")
+    try:
+        parser = build_parser(only_module=wanted)
+        args = parser.parse_args(argv)
+        if getattr(args, "_module", None) is None:
+            parser.print_help()
+            return 0 if not argv else 2
+        return int(importlib.import_module(args._module).cli_main(args) or 0)
+    except (UserError, FileNotFoundError, ValueError) as exc:
+        print(f"ikd-edu: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ikd-edu: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
