@@ -1,7 +1,8 @@
 """``ikd-edu`` command line: thin on purpose — parse, call the library, print.
 
 Each subcommand lives next to the code it drives: the module named in ``COMMANDS`` exposes
-``add_cli_arguments(parser)`` and ``cli_main(args) -> int``. Modules are imported only
+``add_cli_arguments(parser)`` and ``cli_main(args) -> int`` (``args._command`` holds the
+command words, for modules that serve several commands). Modules are imported only
 when their command runs, so ``ikd-edu --help`` stays fast.
 
 Bad input never ends in a Python traceback: library code raises :class:`UserError`
@@ -22,6 +23,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("data", "check"): ("ikd_edu.data.check", "validate a COCO keypoint annotation file"),
     ("eval",): ("ikd_edu.evaluate", "COCO keypoint AP of a results file (pycocotools)"),
     ("profile",): ("ikd_edu.profile", "params, true MACs and latency of models"),
+    ("train", "teacher"): ("ikd_edu.train.commands", "train a teacher on ground truth"),
+    ("train", "student"): ("ikd_edu.train.commands", "train a student, optionally distilled"),
+    ("ablation",): ("ikd_edu.train.commands", "every distillation variant of a preset over seeds"),
+    ("quickstart",): ("ikd_edu.train.quickstart", "synthetic data -> teacher -> students -> AP table"),
 }
 
 
@@ -44,7 +49,7 @@ def build_parser(only_module: str | None = None) -> argparse.ArgumentParser:
                 g = top.add_parser(words[0], help=f"{words[0]} subcommands")
                 groups[words[0]] = g.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
             sub = groups[words[0]].add_parser(words[1], help=help_text, description=help_text)
-        sub.set_defaults(_module=module_name)
+        sub.set_defaults(_module=module_name, _command=words)
         if only_module in (None, module_name):
             importlib.import_module(module_name).add_cli_arguments(sub)
     return parser
