@@ -27,6 +27,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("train", "student"): ("ikd_edu.train.commands", "train a student, optionally distilled"),
     ("ablation",): ("ikd_edu.train.commands", "every distillation variant of a preset over seeds"),
     ("quickstart",): ("ikd_edu.train.quickstart", "synthetic data -> teacher -> students -> AP table"),
+    ("app",): ("ikd_edu.browse", "browse data and predictions in the FiftyOne App (127.0.0.1)"),
 }
 
 
