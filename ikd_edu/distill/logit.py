@@ -1,0 +1,109 @@
+"""Logit distillation: the teacher's heatmaps are soft targets for the student (FPD form).
+
+With ``S`` student, ``T`` teacher, ``G`` ground-truth heatmaps ``(N, K, h, w)`` and target
+weights ``w`` ``(N, K)``:
+
+    L_logit = (1 - alpha) * L_gt(S, G) + alpha * L_kd(S, T)
+
+    L_gt(S, G) = 0.5 * mean_{n,k,p} ( w_nk (S - G) )^2                      (ground truth)
+
+    mode="mse":  L_kd(S, T) = 0.5 * mean_{n,k,p} ( v_nk (S - T) )^2         (FPD, Zhang et al. 2019)
+    mode="kl":   L_kd(S, T) = tau^2 * mean_{n,k} v_nk KL( softmax(T_nk / tau) || softmax(S_nk / tau) )
+
+where the softmax runs over the ``h * w`` pixels of one joint's heatmap and ``tau`` is the
+temperature. ``v`` are the *teacher* weights: by default ``v = 1`` for every joint, because
+the teacher has an opinion about every joint - including the ones the annotator did not
+label, which is exactly the extra information distillation adds. Pass ``teacher_weight``
+(e.g. ``w`` itself) to restrict the teacher term too. The target weights ``w`` always apply
+to the ground-truth term.
+
+Scale: the KL term lives on a different scale than the MSE terms (a heatmap MSE is ~1e-3,
+a KL between peaked maps is ~1); ``alpha`` does not rebalance that for you.
+
+The teacher's heatmaps are detached: no gradient ever reaches the teacher.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ikd_edu.distill.ground_truth import _full, check_heatmaps, check_target_weight, joints_mse
+
+__all__ = ["LogitDistillation", "heatmap_kl"]
+
+MODES = ("mse", "kl")
+
+
+def heatmap_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0,
+               weight: torch.Tensor | None = None) -> torch.Tensor:
+    """``tau^2 * mean_{n,k} v_nk KL(softmax(T_nk / tau) || softmax(S_nk / tau))`` over the h*w pixels.
+
+    ``student``/``teacher`` ``(N, K, h, w)``; ``weight`` ``v`` ``(N, K)`` or ``None`` (= 1).
+    """
+    tau = float(temperature)
+    n, k = student.shape[:2]
+    log_p_s = F.log_softmax(_full(student).reshape(n, k, -1) / tau, dim=-1)  # (N, K, h*w)
+    log_p_t = F.log_softmax(_full(teacher).reshape(n, k, -1) / tau, dim=-1)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)  # (N, K)
+    if weight is not None:
+        kl = kl * _full(weight)
+    return tau * tau * kl.mean()
+
+
+class LogitDistillation(nn.Module):
+    """``L = (1 - alpha) L_gt(S, G) + alpha L_kd(S, T)``; see the module docstring for ``L_kd``.
+
+    Args:
+        alpha: share of the teacher term, in [0, 1] (FPD uses 0.5). ``alpha=0`` is plain GT training.
+        mode: ``"mse"`` (0.5 x weighted MSE to the teacher's heatmaps, FPD) or ``"kl"``
+            (spatial-softmax KL per joint with temperature, Hinton-style).
+        temperature: ``tau`` for ``mode="kl"`` (ignored by ``"mse"``).
+
+    ``forward(S, T, G, w, teacher_weight=None) -> scalar`` (the mixed loss);
+    ``parts(...) -> {"gt": (1 - alpha) L_gt, "logit": alpha L_kd}`` (weighted, they sum to forward).
+    """
+
+    def __init__(self, alpha: float = 0.5, mode: str = "mse", temperature: float = 1.0) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"unknown logit distillation mode {mode!r}; choose one of {', '.join(MODES)}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha={alpha} is outside [0, 1]; it is the teacher term's share (FPD uses 0.5)")
+        if temperature <= 0:
+            raise ValueError(f"temperature={temperature} must be > 0 (1.0 = plain softmax)")
+        self.alpha = float(alpha)
+        self.mode = mode
+        self.temperature = float(temperature)
+
+    def distill_term(self, student: torch.Tensor, teacher: torch.Tensor,
+                     teacher_weight: torch.Tensor | None = None) -> torch.Tensor:
+        """The unweighted teacher term ``L_kd(S, T)`` (teacher detached)."""
+        check_heatmaps(student, teacher, "teacher")
+        if teacher_weight is not None:
+            teacher_weight = check_target_weight(student, teacher_weight)
+        teacher = teacher.detach()
+        if self.mode == "mse":
+            return joints_mse(student, teacher, teacher_weight)
+        return heatmap_kl(student, teacher, self.temperature, teacher_weight)
+
+    def parts(self, student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, target_weight: torch.Tensor,
+              teacher_weight: torch.Tensor | None = None, alpha: float | None = None) -> dict[str, torch.Tensor]:
+        """``{"gt": (1 - alpha) L_gt(S, G), "logit": alpha L_kd(S, T)}``.
+
+        ``alpha`` overrides ``self.alpha`` for this call (used by a decay schedule).
+        """
+        a = self.alpha if alpha is None else float(alpha)
+        check_heatmaps(student, target, "ground-truth")
+        target_weight = check_target_weight(student, target_weight)
+        gt = joints_mse(student, target, target_weight)
+        kd = self.distill_term(student, teacher, teacher_weight)
+        return {"gt": (1.0 - a) * gt, "logit": a * kd}
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, target_weight: torch.Tensor,
+                teacher_weight: torch.Tensor | None = None) -> torch.Tensor:
+        parts = self.parts(student, teacher, target, target_weight, teacher_weight)
+        return parts["gt"] + parts["logit"]
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, mode={self.mode!r}, temperature={self.temperature}"
