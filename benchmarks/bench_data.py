@@ -7,11 +7,13 @@ On the synthetic set (generated into a temporary folder, 1-4 people per image) w
 ``TopDownCocoDataset(train=True)`` and the default augmentation. ``workers=0`` is a plain
 loop in this process; ``workers=2`` a ``DataLoader`` with 2 worker processes (batch 32,
 the time includes starting the workers). A per-stage breakdown (single process) shows
-where the time goes.
+where the time goes. The machine load average is printed: on a shared machine, compare
+only numbers taken at a similar load.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -74,10 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-sizes", default="192x192,480x640", help="synthetic image sizes HxW")
     parser.add_argument("--workers", default="0,2", help="comma-separated DataLoader worker counts")
     parser.add_argument("--max-items", type=int, default=600, help="crops timed per configuration")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads in this process (DataLoader workers always use 1); "
+                        "per-crop ops are tiny, so more threads only add contention")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads, "
-          f"{len(__import__('os').sched_getaffinity(0))} CPUs")
+          f"{len(os.sched_getaffinity(0))} CPUs, load average {os.getloadavg()[0]:.1f} (start)")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for image_hw in map(_hw, args.image_sizes.split(",")):
@@ -92,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                 for workers in (int(w) for w in args.workers.split(",")):
                     rate = crops_per_s(ds, workers, args.max_items)
                     rows.append((image_hw, input_hw, workers, rate, stages))
+    print(f"load average {os.getloadavg()[0]:.1f} (end)")
     print(f"\n{'image':>9} {'crop':>8} {'workers':>7} {'crops/s':>8}   ms/crop: load  augment+crop  encode")
     for image_hw, input_hw, workers, rate, st in rows:
         print(f"{image_hw[0]:>4}x{image_hw[1]:<4} {input_hw[0]:>4}x{input_hw[1]:<3} {workers:>7} {rate:>8.0f}   "

@@ -185,6 +185,18 @@ def test_crop_images_batched_matches_crop_image():
         np.testing.assert_allclose(got[i].numpy(), crop_image(im, mats[i].numpy(), out_hw).numpy(), atol=TOL)
 
 
+@pytest.mark.gpu
+def test_crop_images_batched_on_gpu_matches_cpu():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    images = torch.stack([torch.from_numpy(_random_image(seed=i)).permute(2, 0, 1).float() / 255 for i in range(3)])
+    mats = get_affine_transform(np.array([[20.0, 15.0]] * 3), np.array([[0.2, 0.25]] * 3), [0.0, 30.0, -60.0], (32, 24))
+    cpu = crop_images_batched(images, mats, (32, 24))
+    gpu = crop_images_batched(images.cuda(), mats.cuda(), (32, 24))
+    assert gpu.is_cuda
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=TOL, rtol=0)
+
+
 def test_flip_folded_into_matrix_equals_cropping_the_flipped_array():
     from ikd_edu.data.transforms import flip_matrix
 
@@ -415,13 +427,14 @@ def _expected_heatmap_xy(item, image_width, input_hw=(256, 192), heatmap_hw=(64,
     return crop / stride, vis, crop
 
 
-def test_train_augmentation_keeps_joints_on_heatmap_peaks(tiny_coco):
+@pytest.mark.parametrize("augment", [AugmentConfig(), AugmentConfig(half_body_prob=1.0)], ids=["default", "half-body"])
+def test_train_augmentation_keeps_joints_on_heatmap_peaks(tiny_coco, augment):
     _need_codec()
     from ikd_edu.data.coco import TopDownCocoDataset
 
     torch.manual_seed(0)
-    ds = TopDownCocoDataset(*tiny_coco, train=True, input_size=(128, 96), heatmap_size=(32, 24))
-    seen_flip = seen_rot = 0
+    ds = TopDownCocoDataset(*tiny_coco, train=True, augment=augment, input_size=(128, 96), heatmap_size=(32, 24))
+    seen_flip = seen_rot = n_on = 0
     for rep in range(3):
         for i in range(len(ds)):
             item = ds[i]
@@ -434,7 +447,8 @@ def test_train_augmentation_keeps_joints_on_heatmap_peaks(tiny_coco):
             peaks = _argmax_xy(item["heatmaps"])
             on = tw > 0
             assert np.all(np.abs(peaks[on] - hm_xy[on]) <= 1.0), (peaks[on], hm_xy[on])
-    assert seen_flip > 0 and seen_rot > 0
+            n_on += on.sum()
+    assert seen_flip > 0 and seen_rot > 0 and n_on > 100
 
 
 def test_flip_swaps_left_right_channels(tiny_coco):
