@@ -715,6 +715,10 @@ def _train(cfg: Config, info: D.DistInfo, device: torch.device, t_start: float) 
         criterion.load_state_dict(ckpt["distill"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        if getattr(scheduler, "total_steps", plan.total_steps) != plan.total_steps:
+            raise UserError(f"optim.steps: the one-cycle schedule of {resume_from} was planned for "
+                            f"{scheduler.total_steps} steps, not {plan.total_steps}; keep the length or start "
+                            "a new run (run.resume=off or another run.out_dir)")
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])

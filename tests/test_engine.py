@@ -1,0 +1,143 @@
+"""The training loop on a tiny model: outputs, distillation, non-finite stop, magnitude warning, atomic checkpoints."""
+from __future__ import annotations
+
+import csv
+import hashlib
+
+import pytest
+import torch
+
+from ikd_edu.train import engine
+from ikd_edu.train.config import load_config
+
+TINY_TEACHER = "{widths: [8, 8, 16, 16], blocks: [1, 1, 1, 1], deconv_channels: 16}"
+TINY_STUDENT = "{widths: [8, 8, 8, 16], blocks: [1, 1, 1, 1], deconv_channels: 8}"
+
+
+def tiny(root, out, steps=4, batch=8, **extra) -> list[str]:
+    """Overrides for a seconds-long CPU run on the session's small synthetic set."""
+    sets = {
+        "data.dataset": "coco", "data.root": str(root), "data.input_size": "64x64", "data.heatmap_size": "16x16",
+        "data.num_workers": 0, "model.teacher_options": TINY_TEACHER, "model.student_options": TINY_STUDENT,
+        "optim.steps": steps, "optim.batch_size": batch, "optim.schedule": "constant", "run.out_dir": str(out),
+        "run.log_every": 1, "run.eval_every": 1000, "run.ckpt_every": 2, "run.tensorboard": "false",
+        "run.progress": "off", "run.deterministic": "true", "run.eval_batch_size": 16,
+    }
+    sets.update(extra)
+    return [f"{k}={v}" for k, v in sets.items()]
+
+
+def make_teacher_checkpoint(path):
+    from ikd_edu.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("quick-teacher", widths=[8, 8, 16, 16], blocks=[1, 1, 1, 1], deconv_channels=16)
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def read_csv(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_teacher_run_writes_everything(synthetic_root, tmp_path):
+    out = tmp_path / "teacher"
+    summary = engine.train(load_config("quick", tiny(synthetic_root, out), role="teacher"))
+    for name in ("config.yaml", "last.pt", "best.pt", "metrics.csv", "eval.csv", "val_results.json", "summary.json"):
+        assert (out / name).is_file(), name
+    rows = read_csv(out / "metrics.csv")
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    assert set(rows[0]) == {"step", "epoch", "lr", "gt", "total"}
+    assert summary["steps"] == 4 and summary["best"]["metric"] == "AP" and 0.0 <= summary["best"]["value"] <= 1.0
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert {"model", "distill", "optimizer", "scheduler", "rng", "position", "config"} <= set(ckpt)
+    assert ckpt["position"] == {"epoch": 0, "batch": 4, "step": 4}
+    # best.pt is a pose checkpoint: it loads into the architecture, and evaluates
+    from ikd_edu.models import build_model
+    from ikd_edu.models.checkpoints import load_pose_checkpoint
+
+    model = build_model("quick-teacher", widths=[8, 8, 16, 16], blocks=[1, 1, 1, 1], deconv_channels=16)
+    assert load_pose_checkpoint(model, out / "best.pt").ok
+    metrics = engine.evaluate_checkpoint(load_config("quick", tiny(synthetic_root, out), role="teacher"), out / "best.pt")
+    assert metrics["AP"] == pytest.approx(summary["final"]["AP"], abs=1e-9)
+
+
+def test_distilled_student_logs_every_term_and_warns_on_imbalance(synthetic_root, tmp_path, capsys):
+    ckpt = make_teacher_checkpoint(tmp_path / "teacher.pt")
+    out = tmp_path / "student"
+    cfg = load_config("quick", tiny(synthetic_root, out, steps=2, **{
+        "distill.terms": "logit,feature,structure", "model.teacher_checkpoint": ckpt,
+        "distill.feature_weight": 100.0, "run.magnitude_batches": 2}))
+    engine.train(cfg)
+    rows = read_csv(out / "metrics.csv")
+    assert set(rows[0]) == {"step", "epoch", "lr", "gt", "logit", "feature", "affinity", "relation", "total"}
+    text = capsys.readouterr().out
+    assert "loss terms, batch 1:" in text
+    assert "warning: weighted term 'feature'" in text and "distill.feature_weight" in text
+    # the teacher stayed frozen: its adapter-free weights never change and it has no grads
+    saved = torch.load(out / "last.pt", weights_only=True)
+    assert any(k.startswith("feature.") for k in saved["distill"])  # the adapter is checkpointed
+
+
+def test_magnitude_warning_rule():
+    warn = engine.magnitude_warnings({"gt": 1e-3, "logit": 5e-4, "feature": 0.5, "total": 0.5015}, ratio=100)
+    assert len(warn) == 1 and "'feature'" in warn[0] and "500x larger" in warn[0] and "by 0.002" in warn[0]
+    assert engine.magnitude_warnings({"gt": 1e-3, "feature": 2e-2}, ratio=100) == []
+    tiny_term = engine.magnitude_warnings({"gt": 1e-3, "relation": 1e-7}, ratio=100)
+    assert "smaller" in tiny_term[0] and "distill.relation_weight" in tiny_term[0]
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_non_finite_loss_stops_naming_step_and_term(synthetic_root, tmp_path):
+    ckpt = make_teacher_checkpoint(tmp_path / "teacher.pt")
+    out = tmp_path / "student"
+    common = {"distill.terms": "feature", "model.teacher_checkpoint": ckpt, "run.log_every": 3}
+    engine.train(load_config("quick", tiny(synthetic_root, out, steps=4, **common)))
+    good = _sha(out / "last.pt")
+    # continue the same run with a feature weight that overflows: step 5 is the first bad one
+    cfg = load_config("quick", tiny(synthetic_root, out, steps=8, **common, **{"distill.feature_weight": "inf"}))
+    with pytest.raises(engine.NonFiniteLossError) as info:
+        engine.train(cfg)
+    text = str(info.value)
+    assert "non-finite loss at step 5: term 'feature' = inf" in text
+    assert "lower distill.feature_weight or the lr" in text and str(out / "last.pt") in text
+    assert _sha(out / "last.pt") == good  # the last good checkpoint is untouched
+    assert torch.load(out / "last.pt", weights_only=True)["position"]["step"] == 4
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    torch.save({"old": torch.ones(2)}, path)
+    before = _sha(path)
+
+    def broken_save(obj, fh, *args, **kwargs):
+        fh.write(b"partial bytes")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    cfg = load_config("quick", role="teacher")
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.Adam(model.parameters())
+    with pytest.raises(OSError, match="disk full"):
+        engine.save_checkpoint(path, model=model, criterion=torch.nn.Module(), optimizer=opt,
+                               scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), scaler=None,
+                               position=engine.Position(), cfg=cfg, best={})
+    assert _sha(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temp file left behind
+
+
+def test_schedules():
+    cfg = load_config("coco-r50-256x192", role="teacher")
+    opt = torch.optim.Adam(torch.nn.Linear(1, 1).parameters(), lr=1e-3)
+    sched = engine.build_scheduler(cfg, opt, total_steps=140 * 10, steps_per_epoch=10)
+    lrs = []
+    for _ in range(140 * 10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(1e-3) and lrs[899] == pytest.approx(1e-3)
+    assert lrs[900] == pytest.approx(1e-4) and lrs[1200] == pytest.approx(1e-5)
