@@ -141,3 +141,34 @@ def test_schedules():
         sched.step()
     assert lrs[0] == pytest.approx(1e-3) and lrs[899] == pytest.approx(1e-3)
     assert lrs[900] == pytest.approx(1e-4) and lrs[1200] == pytest.approx(1e-5)
+
+
+def test_ablation_verdict_rule():
+    from ikd_edu.train.commands import verdict
+
+    labels = [0.30, 0.31, 0.29]  # std 0.01
+    assert verdict([0.40, 0.41, 0.39], labels) == "helps"
+    assert verdict([0.20, 0.21, 0.19], labels) == "hurts"
+    assert verdict([0.301, 0.302, 0.300], [0.300, 0.301, 0.299]) == "no measurable effect"  # precise, no effect
+    assert verdict([0.31, 0.25, 0.37], labels) == "inconclusive"  # too noisy to tell
+    assert verdict([0.5], [0.3]) == "inconclusive"  # one seed: no spread
+
+
+def test_ablation_end_to_end(synthetic_root, tmp_path):
+    import json
+
+    from ikd_edu.train.commands import run_ablation
+
+    ckpt = make_teacher_checkpoint(tmp_path / "teacher.pt")
+    overrides = tiny(synthetic_root, tmp_path / "unused", steps=2, **{"model.teacher_checkpoint": ckpt})
+    result = run_ablation("quick", seeds=2, variants=["labels", "logit"], overrides=overrides,
+                          out_dir=str(tmp_path / "abl"))
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert rows["labels"]["seeds"] == rows["logit"]["seeds"] == 2
+    assert rows["logit"]["verdict"] in ("helps", "hurts", "no measurable effect", "inconclusive")
+    for kind in ("json", "csv", "md", "png"):
+        assert (tmp_path / "abl" / f"ablation.{kind}").is_file()
+    assert json.loads((tmp_path / "abl" / "ablation.json").read_text())["rows"][0]["variant"] == "labels"
+    assert "| logit | logit | 2 |" in (tmp_path / "abl" / "ablation.md").read_text()
+    # seeds differ, variants share the labels: per-run configs say so
+    assert (tmp_path / "abl" / "logit" / "seed1" / "config.yaml").read_text().count("seed: 1") == 1
