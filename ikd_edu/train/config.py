@@ -112,6 +112,7 @@ class DistillConfig:
     relation_weight: float = 1e-2  # delta: structure, relations between joint heatmaps
     structure_tap: str = "layer4"  # feature the pairwise affinity is computed on
     decay: str = "none"  # none | linear | cosine: distillation weights decayed to 0 over training
+    teacher_cache: bool = False  # teacher outputs computed once per un-augmented crop and reused (flip-only augmentation)
 
 
 @dataclass
@@ -563,6 +564,14 @@ def validate(cfg: Config, check_files: bool = True) -> None:
     for key in ("distill.feature_tap", "distill.structure_tap"):
         if flat[key] not in TAP_NAMES:
             raise UserError(f"{key}: unknown tap {flat[key]!r}; choose from {', '.join(TAP_NAMES)}")
+    if cfg.is_distillation and cfg.distill.teacher_cache:
+        a = cfg.data.augment
+        if a.scale_factor > 0 or (a.rotation_prob > 0 and a.rotation_factor > 0) or a.half_body_prob > 0:
+            raise UserError(
+                "distill.teacher_cache: cached teacher outputs only fit flip-only augmentation; set "
+                "data.augment.scale_factor=0, data.augment.rotation_prob=0 and data.augment.half_body_prob=0, "
+                "or distill.teacher_cache=false (teacher forward on every batch)"
+            )
     if check_files and cfg.is_distillation:
         check_teacher_checkpoint(cfg)
 

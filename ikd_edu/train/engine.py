@@ -317,6 +317,81 @@ def set_train_mode(module: nn.Module, freeze_bn: bool) -> None:
                 m.eval()
 
 
+class TeacherCache:
+    """The frozen teacher's outputs, computed once per training crop and reused (``distill.teacher_cache``).
+
+    On a CPU the teacher's forward pass is most of a distillation step (quick preset: a
+    student step with the teacher on the fly costs ~3x a plain one). The teacher is frozen,
+    so its output for a crop never changes: compute it once for the **un-augmented** crop
+    of every training record (stored at float16) and, for each augmented crop in a batch,
+    warp the cached output with the same transform. Only horizontal flips are supported
+    (the config rejects scale / rotation / half-body augmentation with the cache). The
+    flip is folded into the crop matrix with the box centre mirrored, so a flipped crop
+    is ``x -> input_w - x`` of the unflipped one, which gives, exactly for the targets:
+
+    * heatmaps: :func:`ikd_edu.codec.flip_back` (mirror the columns, swap left/right
+      joints), then one column to the right (``out[..., 1:] = out[..., :-1]``, the flip
+      test's ``SHIFT_HEATMAP``): a joint at crop ``x`` sits at heatmap ``w - x/4``;
+    * feature maps: mirrored columns (the same offset is below a pixel at stride >= 8).
+
+    The warped teacher output approximates a forward pass on the flipped crop as well as
+    the flip test assumes the network is mirror-symmetric. Off by default: the default
+    (``teacher_cache=false``) runs the teacher on every augmented batch.
+    """
+
+    def __init__(self, rows: torch.Tensor, taps: dict[str, torch.Tensor], flip_index) -> None:
+        self.rows = rows  # (len(dataset),) cache row of each record, -1 = not cached
+        self.taps = taps  # name -> (R, ...) float16
+        self.flip_index = list(flip_index)
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, teacher: nn.Module, dataset, indices, names: list[str], cfg: Config, device: torch.device,
+              amp_dtype: torch.dtype | None = None, channels_last: bool = False) -> "TeacherCache":
+        """Run ``teacher`` over the un-augmented crops of ``indices`` and keep the taps ``names``."""
+        import copy
+
+        plain = copy.copy(dataset)
+        plain.train = False  # the same records, cropped without augmentation
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(plain, [int(i) for i in indices]),
+                                             batch_size=cfg.run.eval_batch_size, shuffle=False,
+                                             num_workers=cfg.data.num_workers)
+        chunks: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+        for batch in loader:
+            images = batch["image"].to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast_context(device, amp_dtype):
+                out = teacher.forward_taps(images, names)
+            for n in names:
+                chunks[n].append(out[n].detach().to(torch.float16).contiguous())
+        rows = torch.full((len(dataset),), -1, dtype=torch.long)
+        rows[torch.as_tensor(np.asarray(indices, dtype=np.int64))] = torch.arange(len(indices))
+        return cls(rows.to(device), {n: torch.cat(v) for n, v in chunks.items()}, dataset.skeleton.flip_index)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.taps.values())
+
+    def lookup(self, index: torch.Tensor, flipped: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Teacher taps (float32) for the records ``index (B,)``, warped where ``flipped (B,)``."""
+        from ikd_edu.codec import flip_back
+
+        rows = self.rows[index.to(self.rows.device)]
+        if bool((rows < 0).any()):
+            raise RuntimeError("TeacherCache: a batch holds a record that was not cached")
+        flipped = flipped.to(self.rows.device).bool()
+        out = {}
+        for name, store in self.taps.items():
+            t = store[rows].float()
+            if name == "heatmaps":
+                f = flip_back(t, self.flip_index)
+                f[..., 1:] = f[..., :-1].clone()
+            else:
+                f = t.flip(-1)
+            out[name] = torch.where(flipped.view(-1, *([1] * (t.dim() - 1))), f, t)
+        return out
+
+
 # ======================================================================================
 # 3. Optimizer and learning-rate schedule (stepped every optimizer step)
 # ======================================================================================
@@ -366,7 +441,8 @@ class Position:
 
 
 def save_checkpoint(path: Path, *, model, criterion, optimizer, scheduler, scaler, position: Position,
-                    cfg: Config, best: dict, metrics: dict | None = None, full: bool = True) -> None:
+                    cfg: Config, best: dict, metrics: dict | None = None, full: bool = True,
+                    timing: dict | None = None) -> None:
     """Write a checkpoint atomically (temp file + ``os.replace``: a crash never leaves half a file).
 
     ``full`` (``last.pt``): model, loss-module (adapters), optimizer, scheduler, scaler, RNG
@@ -382,6 +458,7 @@ def save_checkpoint(path: Path, *, model, criterion, optimizer, scheduler, scale
         "config": config_to_dict(cfg),
         "best": dict(best),
         "metrics": dict(metrics or {}),
+        "timing": dict(timing or {}),  # seconds spent so far: train_s (excl. evaluation), eval_s, teacher_cache_s
     }
     if full:
         ckpt.update(
@@ -704,6 +781,7 @@ def _train(cfg: Config, info: D.DistInfo, device: torch.device, t_start: float) 
     scaler = torch.amp.GradScaler(device.type) if use_scaler else None
     best = {"metric": primary_metric(cfg), "value": float("-inf"), "step": -1}
     pos = Position()
+    timing = {"train_s": 0.0, "eval_s": 0.0, "teacher_cache_s": 0.0}  # cumulative over resumes
 
     # ---- resume ------------------------------------------------------------------------
     resume_from = find_resume_checkpoint(cfg)
@@ -724,6 +802,7 @@ def _train(cfg: Config, info: D.DistInfo, device: torch.device, t_start: float) 
         set_rng_state(ckpt["rng"])
         pos = Position(**ckpt["position"])
         best = dict(ckpt.get("best", best))
+        timing.update({k: float(v) for k, v in ckpt.get("timing", {}).items() if k in timing})
         changed = config_differences(ckpt.get("config", {}), config_to_dict(cfg))
         log.print(f"resuming from {resume_from} at step {pos.step} (epoch {pos.epoch}, batch {pos.batch})")
         if changed:
@@ -738,6 +817,18 @@ def _train(cfg: Config, info: D.DistInfo, device: torch.device, t_start: float) 
         module = torch.compile(module)
     train_module = D.wrap_ddp(module, device)
     set_train_mode(train_module, cfg.model.freeze_bn)
+
+    # ---- teacher-output cache (distill.teacher_cache) ----------------------------------------
+    cache: TeacherCache | None = None
+    t_cache = time.time()
+    if teacher is not None and teacher_taps and cfg.distill.teacher_cache:
+        cache = TeacherCache.build(teacher, train_set, train_idx, teacher_taps, cfg, device, amp_dtype, channels_last)
+        log.print(f"teacher cache: {', '.join(teacher_taps)} of {len(train_idx)} un-augmented crops, "
+                  f"{cache.nbytes() / 2**20:.1f} MiB float16, {time.time() - t_cache:.1f} s")
+    cache_s = time.time() - t_cache
+    timing["teacher_cache_s"] += cache_s
+    timing["train_s"] += cache_s
+    train_s_base = timing["train_s"]
 
     n_params = sum(p.numel() for p in model.parameters())
     log.print(
@@ -761,6 +852,11 @@ def _train(cfg: Config, info: D.DistInfo, device: torch.device, t_start: float) 
     last_eval_step = -1
     images_seen = 0
     t_loop = time.time()
+    session_eval_s = 0.0
+
+    def timing_now() -> dict:
+        """Cumulative seconds: training (loop minus evaluation, plus the teacher cache), evaluation."""
+        return {**timing, "train_s": train_s_base + (time.time() - t_loop) - session_eval_s}
 
     bar = None
     if show_progress:
@@ -808,7 +904,7 @@ def _train(cfg: Config, info: D.DistInfo, device: torch.device, t_start: float) 
             check_finite_only()
         if info.is_main:
             save_checkpoint(last_path, model=model, criterion=criterion, optimizer=optimizer, scheduler=scheduler,
-                            scaler=scaler, position=epoch_pos, cfg=cfg, best=best)
+                            scaler=scaler, position=epoch_pos, cfg=cfg, best=best, timing=timing_now())
         D.barrier()
 
     def check_finite_only() -> None:
@@ -817,7 +913,7 @@ def _train(cfg: Config, info: D.DistInfo, device: torch.device, t_start: float) 
             raise_non_finite(bad)
 
     def run_eval(p: Position) -> dict:
-        nonlocal last_eval, last_eval_step, best
+        nonlocal last_eval, last_eval_step, best, session_eval_s
         t0 = time.time()
         part = predict(model, val_set, D.rank_slice(val_idx, info.rank, info.world_size), cfg, device,
                        amp_dtype, channels_last)
@@ -840,6 +936,8 @@ def _train(cfg: Config, info: D.DistInfo, device: torch.device, t_start: float) 
                                 metrics=metrics, full=False)
         last_eval, last_eval_step = metrics, p.step
         D.barrier()
+        session_eval_s += time.time() - t0
+        timing["eval_s"] += time.time() - t0
         return metrics
 
     # ---- epochs and steps ------------------------------------------------------------------
@@ -858,7 +956,9 @@ def _train(cfg: Config, info: D.DistInfo, device: torch.device, t_start: float) 
 
                 with autocast_context(device, amp_dtype):
                     t_taps = {}
-                    if teacher is not None and teacher_taps:
+                    if cache is not None:
+                        t_taps = cache.lookup(batch["index"], batch["flipped"])
+                    elif teacher is not None and teacher_taps:
                         with torch.no_grad():
                             t_taps = teacher.forward_taps(images, teacher_taps)
                     losses = train_module(images, target, target_weight, t_taps, progress)
@@ -930,6 +1030,7 @@ def _train(cfg: Config, info: D.DistInfo, device: torch.device, t_start: float) 
 
     wall = time.time() - t_start
     loop = time.time() - t_loop
+    spent = timing_now()
     summary = {
         "variant": cfg.variant_name(),
         "out_dir": str(out_dir),
@@ -938,6 +1039,9 @@ def _train(cfg: Config, info: D.DistInfo, device: torch.device, t_start: float) 
         "steps": pos.step,
         "world_size": info.world_size,
         "wall_s": round(wall, 2),
+        "train_s": round(spent["train_s"], 2),  # all sessions: training incl. teacher cache, excl. evaluation
+        "eval_s": round(spent["eval_s"], 2),
+        "teacher_cache_s": round(spent["teacher_cache_s"], 2),
         "train_images_per_s": round(images_seen / loop, 1) if loop > 0 else None,
         "paths": {
             "config": str(out_dir / "config.yaml"),

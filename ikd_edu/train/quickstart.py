@@ -1,0 +1,464 @@
+"""``ikd-edu quickstart``: distillation shown working, end to end, on a CPU in minutes.
+
+    ikd-edu quickstart --out runs/quickstart            # seed 0
+    ikd-edu quickstart --out runs/quickstart --seed 1   # same teacher, students of seed 1
+
+Stages (each one reuses what an earlier invocation left in ``--out``: finished runs are
+skipped, an interrupted one resumes from its ``last.pt``):
+
+1. **data** - the synthetic stick-figure set (:func:`ikd_edu.data.synthetic.ensure_synthetic`),
+   8,000 training / 500 validation images, in ``DIR/data`` (or ``--data``);
+2. **teacher** - ``quick-teacher`` (3.85 M params) on *all* 8,000 training images, the
+   ``quick`` preset's schedule, AP logged at several points to show where it levels off.
+   Trained once per ``DIR`` (like a released checkpoint); later seeds reuse it;
+3. **students** - ``quick-student`` (0.57 M params) trained on only **500 labelled images**
+   (``data.label_subset``; the same 500 for every variant and seed), every variant with the
+   same steps, batch, schedule and flip-only augmentation:
+   ``student-labels`` (no teacher), ``student-logit``, ``student-feature``,
+   ``student-structure`` (one term each), ``student-ikd`` (all three); then
+   ``student-labels-equal-time``: labels only, given the *wall time* the IKD student took
+   (its teacher forward passes included), i.e. more steps;
+4. **evaluation and report** - COCO keypoint AP / AR (pycocotools) on the 500 validation
+   images, params, true MACs, CPU latency, training time; printed, written to
+   ``DIR/results.json`` (this seed) and ``DIR/results-seed<S>.json``, and, over every seed
+   found in ``DIR``, ``DIR/summary.json``, ``DIR/ablation.png`` (mean +- std per variant)
+   and ``DIR/teacher_curves.png`` (the teacher's losses and AP vs step).
+
+Why this setting makes distillation visible: the realistic lever is a teacher trained on
+many labels and a student with few. A student with 500 images overfits them; the teacher's
+heatmaps and features carry what it learnt from the other 7,500 images.
+
+Speed: the teacher is frozen, so its outputs are computed once per un-augmented training
+crop and warped for each flipped crop (``distill.teacher_cache``, see
+:class:`ikd_edu.train.engine.TeacherCache`). With the teacher run on every batch a KD step
+on the CPU costs ~3x a plain one; with the cache, ~1.2x plus a one-off pass over the crops.
+
+``--fast`` is a smoke test (tiny data, a few steps, meaningless numbers).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+from ikd_edu.errors import UserError
+
+#: student variants, in training order: name -> distillation terms. The labels-only and IKD
+#: students go first, back to back, so the equal-time student can be sized from their timings.
+STUDENTS: dict[str, list[str]] = {
+    "student-labels": [],
+    "student-ikd": ["logit", "feature", "structure"],
+    "student-logit": ["logit"],
+    "student-feature": ["feature"],
+    "student-structure": ["structure"],
+}
+EQUAL_TIME = "student-labels-equal-time"
+#: table order
+ROW_ORDER = ["teacher", "student-labels", "student-labels-equal-time", "student-logit", "student-feature",
+             "student-structure", "student-ikd"]
+
+#: the quickstart setting (the rest comes from the ``quick`` preset)
+SETTINGS = {
+    "images": 8000,  # synthetic training images (the teacher's labels)
+    "val_images": 500,  # synthetic validation images
+    "label_subset": 500,  # the students' labelled images
+    "student_steps": 1500,  # every student variant (equal-time: more, from the measured times)
+    "teacher_evals": 4,  # teacher AP measured at 1/4, 2/4, 3/4 and the end of its schedule
+    "num_workers": 2,
+    "max_equal_time_factor": 10,  # safety cap on the equal-time student's steps (x student_steps)
+}
+#: ``--fast``: a smoke test of the whole pipeline (seconds; numbers meaningless)
+FAST = {
+    "images": 24,
+    "val_images": 6,
+    "label_subset": 8,
+    "student_steps": 2,
+    "teacher_steps": 4,
+    "teacher_evals": 2,
+    "batch_size": 4,
+    "num_workers": 0,
+    "max_equal_time_factor": 2,  # tiny runs: timings are all overhead; don't let them blow up
+}
+#: seconds measured on 2 idle cores (scaled by the steps actually planned), for the stage lines
+EXPECTED = {"data_per_image": 0.004, "teacher_step": 0.2, "student_step": 0.055, "kd_student_step": 0.07}
+
+
+# --------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="runs/quickstart", metavar="DIR",
+                        help="folder for data, runs, results.json and figures; reused by later calls [runs/quickstart]")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the students (and of the teacher when DIR has none yet) [0]")
+    parser.add_argument("--data", default=None, metavar="DIR",
+                        help="synthetic data folder (generated there if missing) [DIR/data]")
+    parser.add_argument("--fast", action="store_true",
+                        help="smoke test: tiny data and a few steps (seconds; the numbers mean nothing)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra config override for every run, e.g. --set run.device=cpu (repeatable)")
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    rows = run_quickstart(args.out, seed=args.seed, data=args.data, fast=args.fast, overrides=args.overrides)
+    return 0 if rows else 1
+
+
+# --------------------------------------------------------------------------------------
+# The pipeline
+# --------------------------------------------------------------------------------------
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _fmt_s(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def settings(fast: bool = False) -> dict:
+    """The quickstart's sizes and schedules (``--fast``: the smoke-test ones)."""
+    from ikd_edu.train.config import load_config
+
+    s = dict(SETTINGS)
+    quick = load_config("quick", role="teacher", check_files=False)
+    s.setdefault("teacher_steps", quick.optim.steps)
+    s.setdefault("batch_size", quick.optim.batch_size)
+    if fast:
+        s.update(FAST)
+    return s
+
+
+def _common_overrides(s: dict, data_root: Path, fast: bool) -> list[str]:
+    out = [
+        f"data.root={data_root}",
+        f"data.synthetic_images={s['images']}",
+        f"data.synthetic_val_images={s['val_images']}",
+        f"data.num_workers={s['num_workers']}",
+        f"optim.batch_size={s['batch_size']}",
+        "run.tensorboard=false",
+    ]
+    if fast:
+        out += ["run.eval_batch_size=8", "run.log_every=2", "run.magnitude_batches=1", "run.flip_test=false"]
+    return out
+
+
+def teacher_config(s: dict, out: Path, data_root: Path, seed: int, fast: bool, extra: list[str]):
+    from ikd_edu.train.config import load_config
+
+    steps = s["teacher_steps"]
+    every = max(1, math.ceil(steps / s["teacher_evals"]))
+    overrides = _common_overrides(s, data_root, fast) + [
+        f"optim.steps={steps}", f"run.eval_every={every}", f"run.ckpt_every={min(every, 250)}",
+        f"run.out_dir={out / 'teacher'}", f"run.seed={seed}",
+    ]
+    return load_config("quick", overrides + list(extra), role="teacher")
+
+
+def student_config(s: dict, out: Path, data_root: Path, seed: int, name: str, terms: list[str], steps: int,
+                   fast: bool, extra: list[str]):
+    """One student run: ``s['label_subset']`` images, flip-only augmentation, final evaluation only."""
+    from ikd_edu.train.config import load_config
+
+    overrides = _common_overrides(s, data_root, fast) + [
+        f"data.label_subset={s['label_subset']}",
+        "data.subset_seed=0",  # the same labelled images for every variant and seed
+        "data.augment.scale_factor=0", "data.augment.rotation_prob=0", "data.augment.half_body_prob=0",
+        f"distill.terms={','.join(terms) if terms else 'none'}",
+        "distill.teacher_cache=true",
+        f"model.teacher_checkpoint={out / 'teacher' / 'best.pt'}",
+        f"optim.steps={steps}", f"run.eval_every={steps}", f"run.ckpt_every={min(steps, 250)}",
+        f"run.out_dir={out / f'seed-{seed}' / name}", f"run.seed={seed}",
+    ]
+    return load_config("quick", overrides + list(extra), role="student")
+
+
+def _finished(cfg) -> dict | None:
+    """The run's summary.json when it finished the planned steps (then it is skipped)."""
+    path = Path(cfg.run.out_dir) / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if summary.get("steps") == cfg.optim.steps and summary.get("final") else None
+
+
+def _train_or_reuse(cfg, label: str, expected_s: float | None) -> dict:
+    from ikd_edu.train.engine import train
+
+    done = _finished(cfg)
+    if done is not None:
+        _say(f"      {label}: reusing {cfg.run.out_dir} (finished: AP {done['final'].get('AP', float('nan')):.3f}, "
+             f"{done.get('train_s', float('nan')):.0f} s of training)")
+        done["reused"] = True
+        return done
+    resuming = (Path(cfg.run.out_dir) / "last.pt").is_file()
+    hint = f", expect ~{_fmt_s(expected_s)} on 2 idle cores" if expected_s else ""
+    _say(f"      {label}: {'resuming' if resuming else 'training'} {cfg.optim.steps} steps{hint} -> {cfg.run.out_dir}")
+    summary = train(cfg)
+    summary["reused"] = False
+    return summary
+
+
+def run_quickstart(out: str | os.PathLike, seed: int = 0, data: str | os.PathLike | None = None, fast: bool = False,
+                   overrides: list[str] | None = None) -> list[dict]:
+    """Run (or finish, or reuse) every stage; return this seed's result rows (also in ``out/results.json``)."""
+    t0 = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    s = settings(fast)
+    extra = list(overrides or [])
+    data_root = Path(data) if data else out / "data"
+    n_kd = sum(1 for t in STUDENTS.values() if t)
+    expected_total = (EXPECTED["data_per_image"] * (s["images"] + s["val_images"])
+                      + EXPECTED["teacher_step"] * s["teacher_steps"]
+                      + s["student_steps"] * (EXPECTED["student_step"] + n_kd * EXPECTED["kd_student_step"])
+                      + s["student_steps"] * EXPECTED["kd_student_step"])
+    _say(f"ikd-edu quickstart: out {out}, seed {seed}{' (--fast smoke test)' if fast else ''}; "
+         f"first run ~{_fmt_s(expected_total)} on 2 idle cores, reruns reuse finished runs")
+
+    # ---- 1. data -----------------------------------------------------------------------
+    from ikd_edu.data.synthetic import ensure_synthetic, synthetic_matches
+
+    t = time.time()
+    have = synthetic_matches(data_root, s["images"], 0, s["val_images"], (192, 192))
+    _say(f"[1/4] data: {s['images']} train + {s['val_images']} val synthetic images in {data_root}"
+         + (" (reusing)" if have else f" (generating, ~{_fmt_s(EXPECTED['data_per_image'] * (s['images'] + s['val_images']))})"))
+    ensure_synthetic(data_root, s["images"], seed=0, val_images=s["val_images"], progress=not fast and sys.stderr.isatty())
+    _say(f"      data ready ({time.time() - t:.0f} s)")
+
+    # ---- 2. teacher --------------------------------------------------------------------
+    t_cfg = teacher_config(s, out, data_root, seed, fast, extra)
+    _say(f"[2/4] teacher: {t_cfg.model.teacher} on all {s['images']} images, {s['teacher_steps']} steps, "
+         f"AP every {t_cfg.run.eval_every} steps")
+    teacher = _train_or_reuse(t_cfg, "teacher", EXPECTED["teacher_step"] * s["teacher_steps"])
+    curve = teacher_curve(Path(t_cfg.run.out_dir))
+    if curve:
+        _say("      teacher AP by step: " + ", ".join(f"{st}: {ap:.3f}" for st, ap in curve))
+
+    # ---- 3. students -------------------------------------------------------------------
+    steps = s["student_steps"]
+    _say(f"[3/4] students: {t_cfg.model.student} on {s['label_subset']} labelled images, {steps} steps each, "
+         f"seed {seed}; 5 variants + labels-only at the IKD student's wall time")
+    summaries: dict[str, dict] = {"teacher": teacher}
+    configs = {"teacher": t_cfg}
+    for i, (name, terms) in enumerate(STUDENTS.items()):
+        cfg = student_config(s, out, data_root, seed, name, terms, steps, fast, extra)
+        configs[name] = cfg
+        per = EXPECTED["kd_student_step" if terms else "student_step"] * steps
+        summaries[name] = _train_or_reuse(cfg, f"({i + 1}/6) {name}", per)
+    eq_steps, eq_info = equal_time_steps(out / f"seed-{seed}", summaries["student-labels"], summaries["student-ikd"],
+                                         steps, s["max_equal_time_factor"])
+    cfg = student_config(s, out, data_root, seed, EQUAL_TIME, [], eq_steps, fast, extra)
+    configs[EQUAL_TIME] = cfg
+    _say(f"      equal time: the IKD student trained {eq_info['ikd_train_s']:.0f} s (teacher cache "
+         f"{eq_info['ikd_teacher_cache_s']:.0f} s included), a labels-only step takes "
+         f"{eq_info['labels_step_s'] * 1000:.0f} ms -> {eq_steps} steps")
+    summaries[EQUAL_TIME] = _train_or_reuse(cfg, f"(6/6) {EQUAL_TIME}", EXPECTED["student_step"] * eq_steps)
+
+    # ---- 4. report ---------------------------------------------------------------------
+    _say("[4/4] evaluation: COCO keypoint AP on the validation set (pycocotools), params, MACs, CPU latency")
+    profiles = profile_models(out, t_cfg, fast)
+    rows = []
+    for name in ROW_ORDER:
+        sm, cfg = summaries[name], configs[name]
+        model = cfg.model.teacher if name == "teacher" else cfg.model.student
+        final = sm.get("final", {})
+        rows.append({
+            "name": name,
+            "AP": final.get("AP"),
+            "AR": final.get("AR"),
+            "AP50": final.get("AP50"),
+            "AP75": final.get("AP75"),
+            "params": profiles[model]["params"],
+            "gmacs": profiles[model]["gmacs"],
+            "latency_ms": profiles[model]["latency_ms"],
+            "train_s": sm.get("train_s"),
+            "teacher_cache_s": sm.get("teacher_cache_s"),
+            "steps": sm.get("steps"),
+            "labelled_images": s["images"] if name == "teacher" else s["label_subset"],
+            "terms": [] if name == "teacher" else list(cfg.distill.terms),
+            "seed": cfg.run.seed,
+            "model": model,
+            "out_dir": cfg.run.out_dir,
+        })
+    from ikd_edu.io import write_json
+
+    write_json(out / "results.json", rows)
+    write_json(out / f"results-seed{seed}.json", rows)
+    all_seeds = collect_seeds(out)
+    summary = summarize_seeds(all_seeds)
+    write_json(out / "summary.json", {"seeds": sorted(all_seeds), "rows": summary, "teacher_curve": curve,
+                                      "equal_time": eq_info, "settings": s})
+    figures = make_figures(out, summary, Path(t_cfg.run.out_dir))
+    _say("")
+    _say(format_table(rows, seed))
+    if len(all_seeds) > 1:
+        _say("")
+        _say(format_seed_table(all_seeds, summary))
+    _say("")
+    _say(verdict_lines(rows, summary, len(all_seeds)))
+    _say(f"wrote {out / 'results.json'}, {out / 'summary.json'}" + "".join(f", {f}" for f in figures)
+         + f"; this invocation took {_fmt_s(time.time() - t0)}")
+    return rows
+
+
+def equal_time_steps(seed_dir: Path, labels: dict, ikd: dict, steps: int, max_factor: float = 10) -> tuple[int, dict]:
+    """Steps that give a labels-only student the IKD student's training time (stored, so reruns agree)."""
+    path = seed_dir / "equal_time.json"
+    if path.is_file():
+        info = json.loads(path.read_text())
+        return int(info["steps"]), info
+    labels_step = float(labels["train_s"]) / max(int(labels["steps"]), 1)
+    ikd_s = float(ikd["train_s"])
+    eq = min(max(steps, int(round(ikd_s / max(labels_step, 1e-9)))), int(max_factor * steps))
+    info = {"ikd_train_s": ikd_s, "ikd_teacher_cache_s": float(ikd.get("teacher_cache_s", 0.0)),
+            "labels_train_s": float(labels["train_s"]), "labels_step_s": labels_step, "steps": eq,
+            "ikd_steps": int(ikd["steps"])}
+    from ikd_edu.io import write_json
+
+    write_json(path, info)
+    return eq, info
+
+
+def teacher_curve(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, AP) of the teacher's evaluations (from its eval.csv)."""
+    import csv
+
+    path = run_dir / "eval.csv"
+    if not path.is_file():
+        return []
+    with open(path) as fh:
+        return [(int(float(r["step"])), float(r["AP"])) for r in csv.DictReader(fh) if r.get("AP")]
+
+
+def profile_models(out: Path, cfg, fast: bool) -> dict[str, dict]:
+    """params, GMACs and CPU latency (batch 1) of the teacher and student architectures (cached in DIR)."""
+    from ikd_edu.io import write_json
+
+    path = out / "profile.json"
+    cache = json.loads(path.read_text()) if path.is_file() else {}
+    size = tuple(cfg.data.input_size)
+    key = f"{size[0]}x{size[1]}"
+    changed = False
+    for name in (cfg.model.teacher, cfg.model.student):
+        if f"{name}@{key}" in cache:
+            continue
+        import torch
+
+        from ikd_edu.models import build_model
+        from ikd_edu.profile import count_macs, count_params, measure_latency
+
+        model = build_model(name, num_joints=cfg.num_joints).eval()
+        with torch.no_grad():
+            latency = measure_latency(model, size, batch=1, device="cpu", warmup=1 if fast else 3,
+                                      iters=2 if fast else 20)
+        cache[f"{name}@{key}"] = {"params": count_params(model), "gmacs": round(count_macs(model, size) / 1e9, 4),
+                                  "latency_ms": round(float(latency), 2)}
+        changed = True
+    if changed:
+        write_json(path, cache)
+    return {name: cache[f"{name}@{key}"] for name in (cfg.model.teacher, cfg.model.student)}
+
+
+def collect_seeds(out: Path) -> dict[int, list[dict]]:
+    """Every ``results-seed<S>.json`` in ``out``: seed -> rows."""
+    found = {}
+    for p in sorted(out.glob("results-seed*.json")):
+        try:
+            found[int(p.stem[len("results-seed"):])] = json.loads(p.read_text())
+        except (ValueError, OSError):
+            continue
+    return found
+
+
+def summarize_seeds(all_seeds: dict[int, list[dict]]) -> list[dict]:
+    """Per variant: AP per seed, mean, sample std (ddof 1) and the number of seeds."""
+    out = []
+    for name in ROW_ORDER:
+        values = {seed: next((r["AP"] for r in rows if r["name"] == name and r.get("AP") is not None), None)
+                  for seed, rows in sorted(all_seeds.items())}
+        aps = [v for v in values.values() if v is not None]
+        if not aps:
+            continue
+        mean = sum(aps) / len(aps)
+        std = math.sqrt(sum((a - mean) ** 2 for a in aps) / (len(aps) - 1)) if len(aps) > 1 else 0.0
+        out.append({"name": name, "AP_mean": mean, "AP_std": std, "n": len(aps),
+                    "AP_per_seed": {str(k): v for k, v in values.items()}})
+    return out
+
+
+def make_figures(out: Path, summary: list[dict], teacher_dir: Path) -> list[Path]:
+    """``ablation.png`` (mean +- std over seeds) and ``teacher_curves.png`` (ikd_edu.viz)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from ikd_edu.viz.curves import plot_ablation, plot_training_curves
+
+    written = []
+    seeds = max((r["n"] for r in summary), default=0)
+    fig = plot_ablation(summary, metric="AP", baseline="student-labels", scale=100.0,
+                        title=f"quickstart: COCO AP x 100, mean +- std over {seeds} seed(s)")
+    fig.savefig(out / "ablation.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    written.append(out / "ablation.png")
+    if (teacher_dir / "metrics.csv").is_file():
+        fig = plot_training_curves(teacher_dir, title="teacher: losses and validation AP")
+        fig.savefig(out / "teacher_curves.png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        written.append(out / "teacher_curves.png")
+    return written
+
+
+def _f(x, fmt: str, scale: float = 1.0) -> str:
+    return "-" if x is None else format(x * scale, fmt)
+
+
+def format_table(rows: list[dict], seed: int) -> str:
+    head = (f"{'model (seed ' + str(seed) + ')':<28} {'AP':>6} {'AR':>6} {'params':>8} {'GMACs':>7} "
+            f"{'ms/img':>7} {'steps':>6} {'train':>8}  labels")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['name']:<28} {_f(r['AP'], '.1f', 100):>6} {_f(r['AR'], '.1f', 100):>6} "
+                     f"{r['params'] / 1e6:>7.2f}M {r['gmacs']:>7.3f} {r['latency_ms']:>7.2f} {r['steps']:>6} "
+                     f"{_f(r['train_s'], '.0f'):>7}s  {r['labelled_images']}")
+    lines.append("AP, AR: COCO keypoint metrics x 100 on the validation images; train: seconds of training "
+                 "(teacher cache included, evaluation excluded)")
+    return "\n".join(lines)
+
+
+def format_seed_table(all_seeds: dict, summary: list[dict]) -> str:
+    seeds = sorted(all_seeds)
+    head = f"{'AP x 100':<28} " + " ".join(f"{'seed ' + str(s):>8}" for s in seeds) + f" {'mean':>7} {'std':>6}"
+    lines = [head, "-" * len(head)]
+    for r in summary:
+        per = " ".join(f"{_f(r['AP_per_seed'].get(str(s)), '.1f', 100):>8}" for s in seeds)
+        lines.append(f"{r['name']:<28} {per} {r['AP_mean'] * 100:>7.1f} {r['AP_std'] * 100:>6.1f}")
+    return "\n".join(lines)
+
+
+def verdict_lines(rows: list[dict], summary: list[dict], n_seeds: int) -> str:
+    """Plain-language reading of the table (which comparison distillation wins)."""
+    ap = {r["name"]: r["AP"] for r in rows if r["AP"] is not None}
+    if not {"student-ikd", "student-labels", EQUAL_TIME, "teacher"} <= set(ap):
+        return ""
+    d_steps = (ap["student-ikd"] - ap["student-labels"]) * 100
+    d_time = (ap["student-ikd"] - ap[EQUAL_TIME]) * 100
+    out = [f"IKD vs labels only, same steps: {d_steps:+.1f} AP; same wall time: {d_time:+.1f} AP; "
+           f"teacher {ap['teacher'] * 100:.1f} AP."]
+    if n_seeds > 1:
+        by = {r["name"]: r for r in summary}
+        spread = max(by["student-ikd"]["AP_std"], by["student-labels"]["AP_std"]) * 100
+        gap = (by["student-ikd"]["AP_mean"] - by["student-labels"]["AP_mean"]) * 100
+        out.append(f"over {n_seeds} seeds: IKD - labels = {gap:+.1f} AP, seed-to-seed std up to {spread:.1f} AP "
+                   f"-> {'larger than the spread' if abs(gap) > spread else 'within the spread'}.")
+    else:
+        out.append("one seed so far: run again with --seed 1 to see the seed-to-seed spread.")
+    return "\n".join(out)

@@ -1,0 +1,124 @@
+"""The quickstart end to end (``--fast``: tiny data, a few steps), its reuse of finished runs,
+and the teacher-output cache that makes its distilled students affordable on a CPU."""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from ikd_edu.train import quickstart as Q
+
+REQUIRED_NAMES = {"teacher", "student-labels", "student-logit", "student-feature", "student-structure",
+                  "student-ikd", "student-labels-equal-time"}
+REQUIRED_FIELDS = {"name", "AP", "AR", "params", "gmacs", "latency_ms", "train_s", "steps"}
+
+
+def _mtimes(root):
+    return {p: p.stat().st_mtime_ns for p in root.rglob("*.pt")}
+
+
+def test_quickstart_fast_end_to_end_and_reuse(tmp_path, capsys):
+    out = tmp_path / "qs"
+    rows = Q.run_quickstart(out, seed=0, fast=True)
+    first = capsys.readouterr().out
+    assert "[1/4] data" in first and "[2/4] teacher" in first and "[4/4] evaluation" in first
+
+    saved = json.loads((out / "results.json").read_text())
+    assert saved == json.loads(json.dumps(rows))
+    assert {r["name"] for r in saved} == REQUIRED_NAMES
+    for r in saved:
+        assert REQUIRED_FIELDS <= set(r), r["name"]
+        assert 0.0 <= r["AP"] <= 1.0 and 0.0 <= r["AR"] <= 1.0
+        assert r["params"] > 0 and r["gmacs"] > 0 and r["latency_ms"] > 0 and r["train_s"] > 0
+    by = {r["name"]: r for r in saved}
+    fast = Q.settings(fast=True)
+    assert by["teacher"]["steps"] == fast["teacher_steps"]
+    assert by["teacher"]["params"] > by["student-labels"]["params"]
+    for name in Q.STUDENTS:  # same budget for every variant
+        assert by[name]["steps"] == fast["student_steps"]
+        assert by[name]["labelled_images"] == fast["label_subset"]
+    assert by["student-ikd"]["terms"] == ["logit", "feature", "structure"]
+    assert by["student-labels"]["terms"] == []
+    # distilled students ran with the cache; its time is part of their training time
+    assert by["student-ikd"]["teacher_cache_s"] > 0 and by["student-labels"]["teacher_cache_s"] == 0
+    eq = json.loads((out / "seed-0" / "equal_time.json").read_text())
+    assert by["student-labels-equal-time"]["steps"] == eq["steps"] >= fast["student_steps"]
+    assert (out / "ablation.png").stat().st_size > 0 and (out / "teacher_curves.png").stat().st_size > 0
+    assert (out / "results-seed0.json").is_file()
+
+    # second invocation: nothing is retrained (checkpoints untouched), same table
+    before = _mtimes(out)
+    assert len(before) >= 2 * 7
+    rows2 = Q.run_quickstart(out, seed=0, fast=True)
+    second = capsys.readouterr().out
+    assert _mtimes(out) == before
+    assert second.count("reusing") >= 7
+    assert not re.search(r": (training|resuming) \d+ steps", second), second
+    assert re.search(r": training \d+ steps", first)
+    assert [r["AP"] for r in rows2] == [r["AP"] for r in rows]
+
+
+def test_equal_time_steps_from_timings_and_stored(tmp_path):
+    labels = {"train_s": 10.0, "steps": 100}
+    ikd = {"train_s": 25.0, "steps": 100, "teacher_cache_s": 3.0}
+    steps, info = Q.equal_time_steps(tmp_path, labels, ikd, 100)
+    assert steps == 250 and info["labels_step_s"] == pytest.approx(0.1)
+    # stored: a rerun with other timings keeps the first answer (so an interrupted run resumes)
+    assert Q.equal_time_steps(tmp_path, labels, {**ikd, "train_s": 99.0}, 100)[0] == 250
+    assert Q.equal_time_steps(tmp_path / "b", labels, {**ikd, "train_s": 1.0}, 100)[0] == 100  # never fewer
+    assert Q.equal_time_steps(tmp_path / "c", labels, {**ikd, "train_s": 1e6}, 100, max_factor=3)[0] == 300
+
+
+def test_summarize_seeds_mean_and_spread():
+    rows = lambda a, b: [{"name": "student-labels", "AP": a}, {"name": "student-ikd", "AP": b}]  # noqa: E731
+    summary = {r["name"]: r for r in Q.summarize_seeds({0: rows(0.30, 0.46), 1: rows(0.32, 0.48)})}
+    assert summary["student-ikd"]["AP_mean"] == pytest.approx(0.47)
+    assert summary["student-labels"]["AP_std"] == pytest.approx(np.std([0.30, 0.32], ddof=1))
+    assert summary["student-ikd"]["n"] == 2
+
+
+def test_teacher_cache_warp_matches_flipped_crops(tmp_path):
+    """A flipped crop's targets == the cache's warp of the unflipped crop's (flip_back + one column)."""
+    from ikd_edu.data.coco import TopDownCocoDataset
+    from ikd_edu.data.synthetic import ensure_synthetic
+    from ikd_edu.data.transforms import AugmentConfig
+    from ikd_edu.skeleton import COCO
+    from ikd_edu.train.engine import TeacherCache
+
+    root = ensure_synthetic(tmp_path / "d", 4, seed=3, val_images=1, progress=False)
+    common = dict(ann_file=root / "annotations/person_keypoints_train.json", image_dir=root / "train",
+                  input_size=(128, 96), heatmap_size=(32, 24), train=True)
+    plain = TopDownCocoDataset(**common, augment=AugmentConfig(scale_factor=0, rotation_prob=0, flip_prob=0))
+    flipped = TopDownCocoDataset(**common, augment=AugmentConfig(scale_factor=0, rotation_prob=0, flip_prob=1))
+    n = len(plain)
+    hm = torch.stack([plain[i]["heatmaps"] for i in range(n)])
+    feat = torch.randn(n, 8, 4, 3)
+    cache = TeacherCache(torch.arange(n), {"heatmaps": hm.half(), "layer4": feat.half()}, COCO.flip_index)
+    idx = torch.arange(n)
+    got = cache.lookup(idx, torch.ones(n, dtype=torch.bool))
+    want = torch.stack([flipped[i]["heatmaps"] for i in range(n)])
+    # compare joints that are inside both crops, away from the first column (the shift's edge)
+    w = torch.stack([plain[i]["target_weight"] * flipped[i]["target_weight"][COCO.flip_index] for i in range(n)])
+    w = w[:, COCO.flip_index]
+    mask = (w > 0)[..., None, None].expand_as(want).clone()
+    mask[..., 0] = False
+    assert mask.any()
+    torch.testing.assert_close(got["heatmaps"][mask], want[mask], atol=2e-3, rtol=0)
+    torch.testing.assert_close(got["layer4"], feat.half().float().flip(-1))
+    same = cache.lookup(idx, torch.zeros(n, dtype=torch.bool))
+    torch.testing.assert_close(same["heatmaps"], hm.half().float())
+
+
+def test_teacher_cache_needs_flip_only_augmentation(tmp_path):
+    from ikd_edu.errors import UserError
+    from ikd_edu.train.config import load_config
+
+    with pytest.raises(UserError, match="distill.teacher_cache"):
+        load_config("quick", ["distill.teacher_cache=true", "distill.terms=logit"], role="student", check_files=False)
+    cfg = load_config("quick", ["distill.teacher_cache=true", "distill.terms=logit", "data.augment.scale_factor=0",
+                                "data.augment.rotation_prob=0"], role="student", check_files=False)
+    assert cfg.distill.teacher_cache
+    assert not load_config("coco-r50-256x192", role="student", check_files=False).distill.teacher_cache
