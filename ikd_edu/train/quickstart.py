@@ -99,12 +99,17 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                         help="synthetic data folder (generated there if missing) [DIR/data]")
     parser.add_argument("--fast", action="store_true",
                         help="smoke test: tiny data and a few steps (seconds; the numbers mean nothing)")
+    parser.add_argument("--teacher-steps", type=int, default=None, metavar="N",
+                        help="teacher schedule length [the quick preset's optim.steps]")
+    parser.add_argument("--student-steps", type=int, default=None, metavar="N",
+                        help=f"steps of every student variant [{SETTINGS['student_steps']}]")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="extra config override for every run, e.g. --set run.device=cpu (repeatable)")
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    rows = run_quickstart(args.out, seed=args.seed, data=args.data, fast=args.fast, overrides=args.overrides)
+    rows = run_quickstart(args.out, seed=args.seed, data=args.data, fast=args.fast, overrides=args.overrides,
+                          teacher_steps=args.teacher_steps, student_steps=args.student_steps)
     return 0 if rows else 1
 
 
@@ -206,12 +211,18 @@ def _train_or_reuse(cfg, label: str, expected_s: float | None) -> dict:
 
 
 def run_quickstart(out: str | os.PathLike, seed: int = 0, data: str | os.PathLike | None = None, fast: bool = False,
-                   overrides: list[str] | None = None) -> list[dict]:
+                   overrides: list[str] | None = None, teacher_steps: int | None = None,
+                   student_steps: int | None = None) -> list[dict]:
     """Run (or finish, or reuse) every stage; return this seed's result rows (also in ``out/results.json``)."""
     t0 = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     s = settings(fast)
+    for key, value in (("teacher_steps", teacher_steps), ("student_steps", student_steps)):
+        if value is not None:
+            if value < 1:
+                raise UserError(f"--{key.replace('_', '-')}: must be >= 1, got {value}")
+            s[key] = int(value)
     extra = list(overrides or [])
     data_root = Path(data) if data else out / "data"
     n_kd = sum(1 for t in STUDENTS.values() if t)
