@@ -99,6 +99,11 @@ class DistillConfig:
         L = (1 - a d) L_gt + a d L_logit + beta d L_feat + gamma d L_aff + delta d L_rel
 
     with only the enabled terms present (no logit term: the first part is just ``L_gt``).
+
+    ``teacher_cache``: the frozen teacher's outputs are computed once per un-augmented
+    training crop and warped for flipped crops (:class:`ikd_edu.train.engine.TeacherCache`)
+    instead of a teacher forward pass on every batch; needs flip-only augmentation. Off by
+    default; ``ikd-edu quickstart`` turns it on for its label-limited students.
     """
 
     terms: list[str] = field(default_factory=list)  # any subset of logit, feature, structure ([] = labels only)

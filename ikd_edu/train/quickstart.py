@@ -216,13 +216,13 @@ def run_quickstart(out: str | os.PathLike, seed: int = 0, data: str | os.PathLik
     """Run (or finish, or reuse) every stage; return this seed's result rows (also in ``out/results.json``)."""
     t0 = time.time()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     s = settings(fast)
     for key, value in (("teacher_steps", teacher_steps), ("student_steps", student_steps)):
         if value is not None:
             if value < 1:
                 raise UserError(f"--{key.replace('_', '-')}: must be >= 1, got {value}")
             s[key] = int(value)
+    out.mkdir(parents=True, exist_ok=True)
     extra = list(overrides or [])
     data_root = Path(data) if data else out / "data"
     n_kd = sum(1 for t in STUDENTS.values() if t)
