@@ -66,7 +66,7 @@ SETTINGS = {
     "images": 8000,  # synthetic training images (the teacher's labels)
     "val_images": 500,  # synthetic validation images
     "label_subset": 500,  # the students' labelled images
-    "student_steps": 1500,  # every student variant (equal-time: more, from the measured times)
+    "student_steps": 800,  # every student variant (equal-time: more, from the measured times)
     "teacher_evals": 4,  # teacher AP measured at 1/4, 2/4, 3/4 and the end of its schedule
     "num_workers": 2,
     "max_equal_time_factor": 10,  # safety cap on the equal-time student's steps (x student_steps)
