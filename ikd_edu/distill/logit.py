@@ -18,7 +18,9 @@ label, which is exactly the extra information distillation adds. Pass ``teacher_
 to the ground-truth term.
 
 Scale: the KL term lives on a different scale than the MSE terms (a heatmap MSE is ~1e-3,
-a KL between peaked maps is ~1); ``alpha`` does not rebalance that for you.
+a KL between peaked maps is ~1); ``alpha`` does not rebalance that for you. Gaussian
+heatmaps peak at 1, so ``softmax(T)`` over 64 x 48 pixels is almost flat at ``tau = 1``; a
+temperature below 1 (e.g. 0.1) sharpens both distributions (and ``tau^2`` scales the term down).
 
 The teacher's heatmaps are detached: no gradient ever reaches the teacher.
 """

@@ -294,7 +294,7 @@ def run_quickstart(out: str | os.PathLike, seed: int = 0, data: str | os.PathLik
             "steps": sm.get("steps"),
             "labelled_images": s["images"] if name == "teacher" else s["label_subset"],
             "terms": [] if name == "teacher" else list(cfg.distill.terms),
-            "seed": cfg.run.seed,
+            "seed": run_seed(cfg),
             "model": model,
             "out_dir": cfg.run.out_dir,
         })
@@ -317,6 +317,19 @@ def run_quickstart(out: str | os.PathLike, seed: int = 0, data: str | os.PathLik
     _say(f"wrote {out / 'results.json'}, {out / 'summary.json'}" + "".join(f", {f}" for f in figures)
          + f"; this invocation took {_fmt_s(time.time() - t0)}")
     return rows
+
+
+def run_seed(cfg) -> int:
+    """The seed a run was trained with (its config.yaml): a reused teacher keeps its own."""
+    path = Path(cfg.run.out_dir) / "config.yaml"
+    if path.is_file():
+        import yaml
+
+        try:
+            return int(yaml.safe_load(path.read_text())["run"]["seed"])
+        except (KeyError, TypeError, ValueError, yaml.YAMLError):
+            pass
+    return cfg.run.seed
 
 
 def equal_time_steps(seed_dir: Path, labels: dict, ikd: dict, steps: int, max_factor: float = 10) -> tuple[int, dict]:
