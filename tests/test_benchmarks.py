@@ -1,0 +1,30 @@
+"""The benchmark scripts run (tiny settings) and print their tables: they must not rot."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str) -> str:
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_bench_codec_prints_every_row():
+    out = run("benchmarks/bench_codec.py", "--batch", "4", "--repeats", "1")
+    for row in ("encode reference", "encode unbiased", "decode quarter", "vs reference", "decode dark"):
+        line = next((ln for ln in out.splitlines() if ln.startswith("|") and row in ln), None)
+        assert line is not None, f"row {row!r} missing:\n{out}"
+        assert line.count("x |") == 2, line
+
+
+def test_bench_distill_prints_each_term():
+    out = run("benchmarks/bench_distill.py", "--device", "cpu", "--student", "quick-student",
+              "--teacher", "quick-teacher", "--batch", "2", "--repeats", "1", "--loss-reps", "1")
+    for row in ("plain", "+teacher", "+logit", "+feature", "+structure", "+all"):
+        assert any(ln.startswith(row) for ln in out.splitlines()), f"row {row!r} missing:\n{out}"
+    assert "structure term" in out and "% of plain" in out
