@@ -194,5 +194,5 @@ def plot_teacher_student(image, teacher_heatmaps, student_heatmaps, joint=None, 
     view = _view_title(joint, skeleton, t.shape[0])
     axes[0, 0].set_title(f"{titles[0]}: {view}", fontsize=9)
     axes[0, 1].set_title(f"{titles[1]}: {view}", fontsize=9)
-    axes[0, 2].set_title("student - teacher", fontsize=9)
+    axes[0, 2].set_title(f"{titles[1]} - {titles[0]}", fontsize=9)  # "student - teacher" by default
     return fig
