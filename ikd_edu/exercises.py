@@ -28,7 +28,8 @@ from typing import Callable
 import torch
 from torch.nn import functional as F
 
-__all__ = ["check_encode", "NOT_WRITTEN"]
+__all__ = ["check_encode", "check_logit_kd", "check_feature_kd", "check_affinity", "check_joint_relations",
+           "NOT_WRITTEN"]
 
 NOT_WRITTEN = "not written yet: replace `raise NotImplementedError()` with your code"
 
@@ -181,3 +182,433 @@ def check_encode(fn: Callable) -> None:
         _fail(name, f"heatmaps differ on {int(((hm - ref_hm).abs() > _ATOL).sum())} pixels (size {h}x{w}, "
                     f"sigma {sigma}): check exp(-d^2 / (2 sigma^2)) with d measured from the rounded centre")
     _ok(name, "ikd_edu.codec.encode_heatmaps", count)
+
+
+# ----------------------------------------------------------------------------------------------
+# notebook 03: logit distillation (FPD)
+# ----------------------------------------------------------------------------------------------
+_BROADCAST_HINT = ("size of tensor", "\n  hint: target_weight is (N, K) and heatmaps are (N, K, h, w): give the "
+                   "weight two trailing axes (target_weight[:, :, None, None]) before multiplying")
+
+
+def _logit_cases():
+    gen = torch.Generator().manual_seed(303)
+    shapes = ((2, 17, 8, 6), (3, 5, 16, 12), (1, 17, 32, 24), (4, 3, 6, 6), (2, 17, 8, 6), (3, 7, 4, 5))
+    alphas = (0.2, 0.9, 0.5, 0.0, 1.0, 0.35)  # alpha = 0.5 first would hide an inverted or unused alpha
+    for (n, k, h, w), alpha in zip(shapes, alphas):
+        student = torch.rand(n, k, h, w, generator=gen, dtype=torch.float64)
+        teacher = torch.rand(n, k, h, w, generator=gen, dtype=torch.float64)
+        target = torch.rand(n, k, h, w, generator=gen, dtype=torch.float64)
+        weight = (torch.rand(n, k, generator=gen) > 0.3).double()
+        weight[0, 0], weight[-1, -1] = 0.0, 1.0  # at least one unlabelled and one labelled joint
+        yield student, teacher, target, weight, alpha
+
+
+def _logit_value(fn, name, s, t, g, w, alpha) -> torch.Tensor:
+    described = (f"student_hm {_shape(s)}, teacher_hm {_shape(t)}, target {_shape(g)}, target_weight {_shape(w)}, "
+                 f"alpha={alpha}")
+    out = _call(fn, name, (s, t, g, w, alpha), described, hints=(_BROADCAST_HINT,))
+    if isinstance(out, (float, int)):
+        _fail(name, "returned a Python number: return the torch tensor itself (no .item()), so that the loss "
+                    "can be backpropagated into the student")
+    return _scalar(out, name)
+
+
+def _diagnose_logit(fn, name, s, t, g, w, alpha, out) -> None:
+    from ikd_edu.distill import LogitDistillation, heatmap_kl, joints_mse
+
+    def value(s_=s, t_=t, g_=g, w_=w, a_=alpha):
+        with torch.no_grad():
+            return _logit_value(fn, name, s_, t_, g_, w_, a_)
+
+    off = (w == 0).nonzero()[0]  # an unlabelled joint (n, k)
+    n0, k0 = int(off[0]), int(off[1])
+    g2 = g.clone()
+    g2[n0, k0] = 1.0 - g2[n0, k0]
+    if alpha < 1 and not _close(value(g_=g2), out):
+        _fail(name, "the target weight is ignored: a joint with target_weight 0 (not labelled) must not "
+                    "contribute to the ground-truth term; multiply the GT error by w")
+    t2 = t.clone()
+    t2[n0, k0] = 1.0 - t2[n0, k0]
+    if 0 < alpha and _close(value(t_=t2), out):
+        _fail(name, "the teacher term is weighted with the target weight: the teacher has an opinion about every "
+                    "joint, labelled or not - the library weights only the ground-truth term")
+    if alpha == 0.0 and not _close(value(t_=t2), out):
+        _fail(name, "with alpha = 0 the loss still depends on the teacher: alpha is the teacher term's share, "
+                    "L = (1 - alpha) L_gt + alpha L_kd")
+    if alpha == 1.0 and not _close(value(g_=g2 + 0.5), out):
+        _fail(name, "with alpha = 1 the loss still depends on the ground truth: alpha is the teacher term's share, "
+                    "L = (1 - alpha) L_gt + alpha L_kd")
+    gt = joints_mse(s, g, w).detach()
+    kd = joints_mse(s, t).detach()
+    ref = LogitDistillation(alpha, "mse")(s, t, g, w).detach()
+    numel = s.numel()
+    n, k, h, wd = s.shape
+    variants = [
+        ((alpha * gt + (1 - alpha) * kd), "alpha mixing is inverted: alpha is the share of the *teacher* term, "
+                                          "L = (1 - alpha) L_gt + alpha L_kd"),
+        (gt + kd, "alpha is not used: the two terms are mixed as (1 - alpha) L_gt + alpha L_kd"),
+        (2 * ref, "missing the factor 0.5: both terms are 0.5 x mean squared error (the reference JointsMSELoss)"),
+        (ref * numel, "the squared errors are summed; take the mean over instances, joints and pixels"),
+        (ref * k * h * wd, "the squared errors are summed over joints and pixels; take the mean over every axis"),
+        (ref * h * wd, "the squared errors are summed over pixels; take the mean over every axis (n, k, pixels)"),
+        ((1 - alpha) * gt, "the teacher term alpha L_kd(S, T) is missing"),
+        (alpha * kd, "the ground-truth term (1 - alpha) L_gt(S, G) is missing"),
+        ((1 - alpha) * gt + alpha * heatmap_kl(s, t).detach(),
+         "the teacher term is a KL divergence; this exercise asks for FPD's mean squared error to the teacher"),
+    ]
+    for candidate, message in variants:
+        if _close(out, candidate) and not _close(out, ref):
+            _fail(name, message)
+    _fail(name, f"the value differs from the library's (N, K, h, w = {n}, {k}, {h}, {wd}, alpha={alpha}); "
+                "compare your code with the formula term by term: the weight w, the 0.5, the means, the alpha mix")
+
+
+def check_logit_kd(fn: Callable) -> None:
+    """Check ``fn(student_hm, teacher_hm, target, target_weight, alpha) -> scalar`` (FPD logit distillation).
+
+    Reference: ``LogitDistillation(alpha, mode="mse")(S, T, G, w)``
+    ``= (1 - alpha) * 0.5 * mean((w (S - G))^2) + alpha * 0.5 * mean((S - T)^2)``, teacher detached.
+    """
+    from ikd_edu.distill import LogitDistillation
+
+    name = "logit_kd"
+    count = 0
+    for s0, t0, g, w, alpha in _logit_cases():
+        s = s0.clone().requires_grad_(True)
+        t = t0.clone().requires_grad_(True)  # a teacher output that still has a graph: must be detached
+        out = _logit_value(fn, name, s, t, g.clone(), w.clone(), alpha)
+        s_ref = s0.clone().requires_grad_(True)
+        ref = LogitDistillation(alpha, "mse")(s_ref, t0, g, w)
+        if not _close(out, ref):
+            _diagnose_logit(fn, name, s0, t0, g, w, alpha, out.detach())
+        if not out.requires_grad:
+            _fail(name, "the loss does not depend on student_hm through torch operations (no gradient would reach "
+                        "the student): don't detach student_hm or convert it to NumPy")
+        out.backward()
+        if t.grad is not None and bool(t.grad.abs().sum() > 0):
+            _fail(name, "gradient reaches the teacher: the teacher's heatmaps are fixed targets, use "
+                        "teacher_hm.detach() in the teacher term")
+        ref.backward()
+        if s.grad is None or not _close(s.grad, s_ref.grad, atol=1e-8):
+            _fail(name, "the value is right but the gradient with respect to student_hm is not: compute the loss "
+                        "with differentiable torch operations on student_hm")
+        count += 1
+    _ok(name, "ikd_edu.distill.LogitDistillation(alpha, mode='mse')", count)
+
+
+# ----------------------------------------------------------------------------------------------
+# notebook 04: feature distillation through an adapter
+# ----------------------------------------------------------------------------------------------
+def _feature_cases():
+    from ikd_edu.distill import FeatureDistillation
+
+    gen = torch.Generator().manual_seed(404)
+    #   (N, C_s, H_s, W_s),  (C_t, H_t, W_t)
+    shapes = (((2, 16, 4, 3), (32, 4, 3)),   # same grid, more teacher channels
+              ((2, 8, 8, 6), (24, 4, 3)),    # student at stride 16, teacher at 32
+              ((3, 12, 2, 2), (12, 4, 4)),   # same channel count, student smaller
+              ((1, 16, 6, 5), (40, 3, 2)),   # a non-integer size ratio
+              ((2, 6, 4, 3), (6, 4, 3)))     # same channels and size: the adapter still applies
+    for (n, cs, hs, ws), (ct, ht, wt) in shapes:
+        module = FeatureDistillation(cs, ct, use_bn=True).double()
+        conv, bn = module.adapter[0], module.adapter[1]
+        with torch.no_grad():  # a non-trivial adapter: random conv and BN statistics
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen, dtype=torch.float64) / cs**0.5)
+            bn.weight.copy_(torch.rand(ct, generator=gen, dtype=torch.float64) + 0.5)
+            bn.bias.copy_(torch.randn(ct, generator=gen, dtype=torch.float64) * 0.1)
+            bn.running_mean.copy_(torch.randn(ct, generator=gen, dtype=torch.float64) * 0.1)
+            bn.running_var.copy_(torch.rand(ct, generator=gen, dtype=torch.float64) + 0.5)
+        module.eval()  # BN with running statistics (train mode would use the batch's)
+        student = torch.randn(n, cs, hs, ws, generator=gen, dtype=torch.float64).relu()
+        teacher = torch.randn(n, ct, ht, wt, generator=gen, dtype=torch.float64).relu()
+        yield module, student, teacher
+
+
+_FEATURE_HINTS = (
+    ("expected input", "\n  hint: the adapter maps the student's C_s channels to the teacher's C_t: apply it to "
+                       "student_feat (not to teacher_feat)"),
+    ("channels", "\n  hint: the adapter maps the student's C_s channels to the teacher's C_t: apply it to "
+                 "student_feat (not to teacher_feat)"),
+    ("size of tensor", "\n  hint: student and teacher features differ in channels and/or spatial size: map the "
+                       "student through the adapter, then resize it to the teacher's (H, W) when the sizes differ"),
+)
+
+
+def _feature_value(fn, name, module, s, t) -> torch.Tensor:
+    described = (f"student_feat {_shape(s)}, teacher_feat {_shape(t)}, adapter = 1x1 conv {s.shape[1]} -> "
+                 f"{t.shape[1]} channels + BatchNorm")
+    out = _call(fn, name, (s, t, module.adapter), described, hints=_FEATURE_HINTS)
+    if isinstance(out, (float, int)):
+        _fail(name, "returned a Python number: return the torch tensor itself (no .item()), so that the loss "
+                    "can be backpropagated into the student and the adapter")
+    return _scalar(out, name)
+
+
+def _diagnose_feature(fn, name, module, s, t, out) -> None:
+    adapter = module.adapter
+    size_t, size_s = tuple(t.shape[-2:]), tuple(s.shape[-2:])
+    with torch.no_grad():
+        ref = module(s, t)
+        adapted = adapter(s)
+
+        def resized(x, size, **kw):
+            kw = kw or {"mode": "bilinear", "align_corners": False}
+            return x if tuple(x.shape[-2:]) == tuple(size) else F.interpolate(x, size=size, **kw)
+
+        variants = []
+        if size_s != size_t:
+            variants += [
+                ((adapted - resized(t, size_s)).pow(2).mean(),
+                 "the teacher is resized to the student's size; the library resizes the (adapted) student map to "
+                 "the teacher's (H, W) - the teacher's features are the target and stay as they are"),
+                ((resized(adapted, size_t, mode="nearest") - t).pow(2).mean(),
+                 "nearest-neighbour resizing; use bilinear interpolation (align_corners=False), as the library"),
+                ((resized(adapted, size_t, mode="bilinear", align_corners=True) - t).pow(2).mean(),
+                 "bilinear resizing with align_corners=True; the library uses align_corners=False"),
+                ((resized(adapted, size_t, mode="bicubic", align_corners=False) - t).pow(2).mean(),
+                 "bicubic resizing; use bilinear interpolation (align_corners=False), as the library"),
+            ]
+        if s.shape[1] == t.shape[1]:
+            variants.append(((resized(s, size_t) - t).pow(2).mean(),
+                             "the adapter is not used: phi(F_s) = adapter(student_feat) is compared with the teacher, "
+                             "even when the channel counts happen to match"))
+        variants += [
+            (0.5 * ref, "a factor 0.5 too many: L_feat = mean (phi(F_s) - F_t)^2 (the 0.5 belongs to the heatmap "
+                        "losses only)"),
+            (ref * t.numel(), "the squared errors are summed; take the mean over every element (n, c, y, x)"),
+            (ref * t.shape[1], "the squared errors are summed over channels; take the mean over every element "
+                               "(n, c, y, x)"),
+            (ref * t[0].numel(), "the squared errors are summed per instance; take the mean over every element "
+                                 "(n, c, y, x)"),
+            ((resized(adapted, size_t) - t).abs().mean(), "this is an absolute (L1) error; square the differences"),
+            (ref.sqrt(), "this is a root mean square; L_feat is the mean of the squared differences (no root)"),
+        ]
+    for candidate, message in variants:
+        if _close(out, candidate) and not _close(out, ref):
+            _fail(name, message)
+    _fail(name, f"the value differs from the library's (student {_shape(s)}, teacher {_shape(t)}); compare with "
+                "L_feat = mean over (n, c, y, x) of (phi(F_s) - F_t)^2, phi(F_s) resized (bilinear) to the "
+                "teacher's (H, W) when the sizes differ")
+
+
+def check_feature_kd(fn: Callable) -> None:
+    """Check ``fn(student_feat (N, C_s, H_s, W_s), teacher_feat (N, C_t, H_t, W_t), adapter) -> scalar``.
+
+    Reference: ``FeatureDistillation(C_s, C_t, mode="l2")`` with the same ``adapter``:
+    ``mean((resize(adapter(F_s), (H_t, W_t)) - F_t)^2)`` (bilinear, ``align_corners=False``),
+    teacher detached, gradients to the student and the adapter.
+    """
+    name = "feature_kd"
+    count = 0
+    for module, s0, t0 in _feature_cases():
+        s = s0.clone().requires_grad_(True)
+        t = t0.clone().requires_grad_(True)
+        module.zero_grad()
+        out = _feature_value(fn, name, module, s, t)
+        with torch.no_grad():
+            ref = module(s0, t0)
+        if not _close(out, ref):
+            _diagnose_feature(fn, name, module, s0, t0, out.detach())
+        if not out.requires_grad:
+            _fail(name, "no gradient would reach the student or the adapter: compute the loss from student_feat and "
+                        "adapter(student_feat) with torch operations (don't detach them, don't call the adapter "
+                        "under torch.no_grad())")
+        out.backward()
+        if t.grad is not None and bool(t.grad.abs().sum() > 0):
+            _fail(name, "gradient reaches the teacher: its features are a fixed target, use teacher_feat.detach()")
+        conv = module.adapter[0]
+        if conv.weight.grad is None or not bool(conv.weight.grad.abs().sum() > 0):
+            _fail(name, "the adapter gets no gradient: it is trained together with the student, so compute "
+                        "adapter(student_feat) with gradients (no torch.no_grad(), no .detach())")
+        if s.grad is None or not bool(s.grad.abs().sum() > 0):
+            _fail(name, "no gradient reaches student_feat: don't detach the student's features")
+        s_ref = s0.clone().requires_grad_(True)
+        module(s_ref, t0).backward()
+        if not _close(s.grad, s_ref.grad, atol=1e-8):
+            _fail(name, "the value is right but the gradient with respect to student_feat is not: compute the loss "
+                        "with differentiable torch operations")
+        count += 1
+    _ok(name, "ikd_edu.distill.FeatureDistillation(C_s, C_t, mode='l2')", count)
+
+
+# ----------------------------------------------------------------------------------------------
+# notebook 05: structure - pairwise affinity between positions, relations between joints
+# ----------------------------------------------------------------------------------------------
+def _affinity_cases():
+    gen = torch.Generator().manual_seed(505)
+    for n, c, h, w in ((2, 8, 4, 3), (1, 16, 8, 6), (2, 6, 32, 24), (1, 5, 20, 10), (3, 4, 16, 12)):
+        features = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
+        features[0, :, : h // 2] = features[0, :, : h // 2].relu()  # ReLU-like positive half
+        if h <= 16 and w <= 12:
+            features[-1, :, 1, 2] = 0.0  # a dead position: its channel vector is all zero
+        yield features
+
+
+def _affinity_value(fn, name, features) -> torch.Tensor:
+    out = _call(fn, name, (features,), f"features {_shape(features)}")
+    return _as_tensor(out, name, "the affinity")
+
+
+def _diagnose_affinity(fn, name, features, out) -> None:
+    from ikd_edu.distill.structure import AUTO_GRID, pairwise_affinity, pooled_grid_size
+
+    n, c, h, w = features.shape
+    gh, gw = pooled_grid_size((h, w))
+    p = gh * gw
+    ref = pairwise_affinity(features)
+    if tuple(out.shape) != (n, p, p):
+        if tuple(out.shape) == (n, c, c) and c != p:
+            _fail(name, f"returned {_shape(out)} = (N, C, C): that compares channels with channels; the affinity "
+                        "compares *positions*: each position's vector holds its C channel values -> (N, P, P)")
+        if tuple(out.shape) == (n, h * w, h * w) and h * w != p:
+            _fail(name, f"returned {_shape(out)} for a {h}x{w} map: average-pool maps larger than "
+                        f"{AUTO_GRID[0]} x {AUTO_GRID[1]} to at most that grid first (here {gh} x {gw}, P = {p}), "
+                        "as pairwise_affinity(pool='auto') does")
+        if out.dim() == 3 and out.shape[0] == n and out.shape[1] == out.shape[2] and out.shape[1] > p:
+            _fail(name, f"returned {_shape(out)} for a {h}x{w} map: maps no larger than {AUTO_GRID[0]} x "
+                        f"{AUTO_GRID[1]} are used as they are (P = H * W = {p}); only larger ones are pooled")
+        if tuple(out.shape) == (p, p):
+            _fail(name, f"returned {_shape(out)}: keep the batch axis, one P x P matrix per instance -> (N, P, P)")
+        _fail(name, f"returned shape {_shape(out)} for features {_shape(features)}; expected (N, P, P) with "
+                    f"P = H' * W' positions after pooling (here ({n}, {p}, {p}))")
+    if not bool(torch.isfinite(out).all()):
+        _fail(name, "the result has NaN/inf entries: a position whose channel vector is all zero (a dead ReLU) "
+                    "divides by a zero norm - guard the division with a small eps (e.g. clamp the norm)")
+    with torch.no_grad():
+        again = _affinity_value(fn, name, 3.0 * features)
+    if not _close(again.double(), out):
+        _fail(name, "not scale-invariant: multiplying the features by 3 changes the result; normalise each "
+                    "position's channel vector to unit length (cosine similarity)")
+    if (gh, gw) == (h, w):
+        flipped = pairwise_affinity(features.transpose(-1, -2), pool=None)
+        if _close(out, flipped):
+            _fail(name, "positions are in column-major order; use row-major order i = y * W' + x (what "
+                        "flattening the last two axes of (N, C, H', W') gives)")
+    else:
+        maxed = pairwise_affinity(F.adaptive_max_pool2d(features, (gh, gw)), pool=None)
+        if _close(out, maxed):
+            _fail(name, "max-pooling; the library averages the positions inside each cell (adaptive average "
+                        "pooling)")
+        other = pairwise_affinity(F.interpolate(features, size=(gh, gw), mode="bilinear", align_corners=False),
+                                  pool=None)
+        if _close(out, other):
+            _fail(name, "the map is resized with interpolation; pool it with adaptive average pooling instead")
+    diag = out.diagonal(dim1=1, dim2=2)
+    alive = ref.diagonal(dim1=1, dim2=2) > 0.5
+    if not _close(diag[alive], torch.ones_like(diag[alive])):
+        _fail(name, "A_ii must be 1 (the cosine similarity of a vector with itself): normalise each position's "
+                    "C-vector (over the channel axis), not each channel over positions or the map as a whole")
+    if not _close(out, out.transpose(1, 2)):
+        _fail(name, "the affinity must be symmetric (A_ij = A_ji)")
+    _fail(name, f"the value differs from pairwise_affinity (features {_shape(features)}, grid {gh} x {gw}): check "
+                "the pooling, the per-position normalisation and the order of the positions")
+
+
+def check_affinity(fn: Callable) -> None:
+    """Check ``fn(features (N, C, H, W)) -> (N, P, P)``, the pairwise affinity between positions.
+
+    Reference: :func:`ikd_edu.distill.structure.pairwise_affinity` with ``pool="auto"``: average-pool
+    to at most 16 x 12 cells (smaller maps as they are), ``f_i`` = the C-vector at position ``i``
+    (row-major), ``A_ij = f_i . f_j / (|f_i| |f_j|)``, a zero vector giving 0.
+    """
+    from ikd_edu.distill.structure import pairwise_affinity
+
+    name = "affinity"
+    count = 0
+    for features in _affinity_cases():
+        x = features.clone().requires_grad_(True)
+        out = _affinity_value(fn, name, x)
+        with torch.no_grad():
+            ref = pairwise_affinity(features)
+        if not _close(out, ref):
+            _diagnose_affinity(fn, name, features, out.detach().double())
+        if not out.requires_grad:
+            _fail(name, "the result does not depend on the features through torch operations: it is used in a loss "
+                        "on the student, so keep it in torch (no NumPy, no .detach())")
+        probe = torch.randn(ref.shape, generator=torch.Generator().manual_seed(count), dtype=torch.float64)
+        (out * probe).sum().backward()
+        x_ref = features.clone().requires_grad_(True)
+        (pairwise_affinity(x_ref) * probe).sum().backward()
+        if x.grad is None or not _close(x.grad, x_ref.grad, atol=1e-6, rtol=1e-3):
+            _fail(name, "the values are right but the gradient with respect to the features is not: use "
+                        "differentiable torch operations throughout")
+        count += 1
+    _ok(name, "ikd_edu.distill.structure.pairwise_affinity", count)
+
+
+def _relation_cases():
+    from ikd_edu.codec import encode_heatmaps
+
+    gen = torch.Generator().manual_seed(606)
+    for n, k, h, w in ((2, 17, 16, 12), (1, 5, 8, 6), (3, 17, 32, 24), (2, 4, 7, 9)):
+        kp = torch.rand(n, k, 2, generator=gen) * torch.tensor([w - 1.0, h - 1.0])
+        heatmaps, _ = encode_heatmaps(kp, torch.ones(n, k), (h, w), 2.0)
+        heatmaps = heatmaps.double() + 0.05 * torch.randn(n, k, h, w, generator=gen, dtype=torch.float64)
+        heatmaps[0, 1] = 0.0  # a joint whose map is all zero
+        yield heatmaps
+
+
+def _diagnose_relations(fn, name, heatmaps, out) -> None:
+    from ikd_edu.distill.structure import joint_relations
+
+    n, k, h, w = heatmaps.shape
+    ref = joint_relations(heatmaps)
+    if tuple(out.shape) != (n, k, k):
+        if tuple(out.shape) == (n, h * w, h * w):
+            _fail(name, f"returned {_shape(out)} = (N, h*w, h*w): that relates pixels (the pairwise affinity); "
+                        "joint relations compare joints: one vector per joint, its h*w heatmap values -> (N, K, K)")
+        if tuple(out.shape) == (k, k):
+            _fail(name, f"returned {_shape(out)}: keep the batch axis, one K x K matrix per instance -> (N, K, K)")
+        _fail(name, f"returned shape {_shape(out)} for heatmaps {_shape(heatmaps)}; expected (N, K, K) = "
+                    f"({n}, {k}, {k})")
+    if not bool(torch.isfinite(out).all()):
+        _fail(name, "the result has NaN/inf entries: a joint whose heatmap is all zero divides by a zero norm - "
+                    "guard the division with a small eps (e.g. clamp the norm)")
+    with torch.no_grad():
+        again = _as_tensor(_call(fn, name, (2.5 * heatmaps,), f"heatmaps {_shape(heatmaps)}"), name, "the result")
+    if not _close(again.double(), out):
+        _fail(name, "not scale-invariant: multiplying the heatmaps by 2.5 changes the result; normalise each "
+                    "joint's flattened heatmap to unit length (cosine similarity)")
+    flat = heatmaps.flatten(2)
+    centred = F.normalize(flat - flat.mean(-1, keepdim=True), dim=-1)
+    if _close(out, centred @ centred.transpose(1, 2)):
+        _fail(name, "this is a correlation (the mean is subtracted); R is the cosine similarity of the raw "
+                    "flattened heatmaps")
+    diag = out.diagonal(dim1=1, dim2=2)
+    alive = ref.diagonal(dim1=1, dim2=2) > 0.5
+    if not _close(diag[alive], torch.ones_like(diag[alive])):
+        _fail(name, "R_kk must be 1 (a joint's map compared with itself): normalise each joint's flattened "
+                    "heatmap (over its h*w pixels), not each pixel over the joints")
+    _fail(name, f"the value differs from joint_relations (heatmaps {_shape(heatmaps)}): flatten each joint's map, "
+                "normalise it, and take all dot products between joints")
+
+
+def check_joint_relations(fn: Callable) -> None:
+    """Check ``fn(heatmaps (N, K, h, w)) -> (N, K, K)``: ``R_kl`` = cosine similarity of joint maps k and l.
+
+    Reference: :func:`ikd_edu.distill.structure.joint_relations`.
+    """
+    from ikd_edu.distill.structure import joint_relations
+
+    name = "joint_relations"
+    count = 0
+    for heatmaps in _relation_cases():
+        x = heatmaps.clone().requires_grad_(True)
+        out = _as_tensor(_call(fn, name, (x,), f"heatmaps {_shape(heatmaps)}"), name, "the result")
+        with torch.no_grad():
+            ref = joint_relations(heatmaps)
+        if not _close(out, ref):
+            _diagnose_relations(fn, name, heatmaps, out.detach().double())
+        if not out.requires_grad:
+            _fail(name, "the result does not depend on the heatmaps through torch operations: it is used in a loss "
+                        "on the student, so keep it in torch (no NumPy, no .detach())")
+        probe = torch.randn(ref.shape, generator=torch.Generator().manual_seed(count), dtype=torch.float64)
+        (out * probe).sum().backward()
+        x_ref = heatmaps.clone().requires_grad_(True)
+        (joint_relations(x_ref) * probe).sum().backward()
+        if x.grad is None or not _close(x.grad, x_ref.grad, atol=1e-6, rtol=1e-3):
+            _fail(name, "the values are right but the gradient with respect to the heatmaps is not: use "
+                        "differentiable torch operations throughout")
+        count += 1
+    _ok(name, "ikd_edu.distill.structure.joint_relations", count)

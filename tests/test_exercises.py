@@ -15,6 +15,12 @@ from ikd_edu import exercises
 from ikd_edu.codec import encode_heatmaps
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _imports_done():
+    """Import the library once up front: the speed asserts below time the checks, not torchvision's import."""
+    import ikd_edu.distill  # noqa: F401  (imports the models and torchvision)
+
+
 def _fails(check, fn, *patterns: str) -> str:
     with pytest.raises(AssertionError) as info:
         check(fn)
@@ -33,7 +39,7 @@ def _not_written(*_args, **_kwargs):
 def test_encode_library_passes_quickly(capsys):
     t0 = time.perf_counter()
     exercises.check_encode(encode_heatmaps)
-    assert time.perf_counter() - t0 < 5
+    assert time.perf_counter() - t0 < 20  # a few checks; each takes ~0.1-1 s alone (30 s is the limit)
     out = capsys.readouterr().out
     assert out.startswith("✓ encode matches ikd_edu.codec.encode_heatmaps on 5 random cases")
 
@@ -100,3 +106,243 @@ def test_encode_reports_the_learners_exception_with_context():
 
     message = _fails(exercises.check_encode, broken, "encode raised RuntimeError", "keypoints (3, 17, 2)")
     assert "size=(h, w)" in message
+
+
+# ----------------------------------------------------------------------------------------- logit KD
+def _logit_library(s, t, g, w, alpha):
+    from ikd_edu.distill import LogitDistillation
+
+    return LogitDistillation(alpha, "mse")(s, t, g, w)
+
+
+def _mse(a, b, w=None):
+    d = a - b if w is None else (a - b) * w[:, :, None, None]
+    return 0.5 * d.pow(2).mean()
+
+
+def test_logit_kd_library_and_a_hand_written_solution_pass(capsys):
+    t0 = time.perf_counter()
+    exercises.check_logit_kd(_logit_library)
+    exercises.check_logit_kd(lambda s, t, g, w, a: (1 - a) * _mse(s, g, w) + a * _mse(s, t.detach()))
+    assert time.perf_counter() - t0 < 20  # a few checks; each takes ~0.1-1 s alone (30 s is the limit)
+    out = capsys.readouterr().out
+    assert "✓ logit_kd matches ikd_edu.distill.LogitDistillation" in out and "on 6 random cases" in out
+
+
+@pytest.mark.parametrize("wrong, patterns", [
+    (lambda s, t, g, w, a: (1 - a) * _mse(s, g) + a * _mse(s, t.detach()), ["target weight is ignored"]),
+    (lambda s, t, g, w, a: (1 - a) * _mse(s, g, w) + a * _mse(s, t.detach(), w), ["teacher term is weighted"]),
+    (lambda s, t, g, w, a: a * _mse(s, g, w) + (1 - a) * _mse(s, t.detach()), ["alpha"]),
+    (lambda s, t, g, w, a: (1 - a) * _mse(s, g, w) + a * _mse(s, t), ["gradient reaches the teacher", "detach"]),
+    (lambda s, t, g, w, a: 2 * ((1 - a) * _mse(s, g, w) + a * _mse(s, t.detach())), ["factor 0.5"]),
+    (lambda s, t, g, w, a: ((1 - a) * _mse(s, g, w) + a * _mse(s, t.detach())) * s.numel(), ["summed"]),
+    (lambda s, t, g, w, a: _mse(s, g, w) + _mse(s, t.detach()), ["alpha"]),
+    (lambda s, t, g, w, a: (1 - a) * _mse(s, g, w), ["teacher term"]),
+    (lambda s, t, g, w, a: (1 - a) * _mse(s, g, w) + a * _mse(s, t.detach()).item(),  # a constant teacher term
+     ["gradient with respect to student_hm"]),
+    (lambda s, t, g, w, a: float((1 - a) * _mse(s, g, w) + a * _mse(s, t.detach())), ["python number"]),
+    (lambda s, t, g, w, a: ((1 - a) * _mse(s, g, w) + a * _mse(s, t.detach())).detach(), ["no gradient", "student"]),
+    (lambda s, t, g, w, a: (1 - a) * 0.5 * ((s - g) * w).pow(2).mean() + a * _mse(s, t.detach()),
+     ["target_weight[:, :, None, None]"]),
+    (lambda s, t, g, w, a: torch.stack([(1 - a) * _mse(s, g, w), a * _mse(s, t.detach())]), ["scalar"]),
+], ids=["no-target-weight", "weighted-teacher", "alpha-inverted", "teacher-grad", "no-half", "sum", "alpha-ignored",
+        "no-teacher-term", "item-in-teacher-term", "python-float", "detached", "broadcast", "not-scalar"])
+@pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
+def test_logit_kd_mistakes(wrong, patterns):
+    _fails(exercises.check_logit_kd, wrong, *patterns)
+
+
+def test_logit_kd_not_written():
+    _fails(exercises.check_logit_kd, _not_written, exercises.NOT_WRITTEN)
+
+
+def test_logit_kd_kl_is_named():
+    from ikd_edu.distill import heatmap_kl
+
+    _fails(exercises.check_logit_kd, lambda s, t, g, w, a: (1 - a) * _mse(s, g, w) + a * heatmap_kl(s, t.detach()),
+           "KL")
+
+
+# --------------------------------------------------------------------------------------- feature KD
+def _resize(x, size, **kw):
+    kw = kw or {"mode": "bilinear", "align_corners": False}
+    return x if tuple(x.shape[-2:]) == tuple(size) else F.interpolate(x, size=size, **kw)
+
+
+def _feature_solution(s, t, adapter):
+    return (_resize(adapter(s), t.shape[-2:]) - t.detach()).pow(2).mean()
+
+
+def test_feature_kd_solutions_pass(capsys):
+    t0 = time.perf_counter()
+    exercises.check_feature_kd(_feature_solution)
+    exercises.check_feature_kd(lambda s, t, adapter: F.mse_loss(adapter(_resize(s, t.shape[-2:])), t.detach()))
+    assert time.perf_counter() - t0 < 20  # a few checks; each takes ~0.1-1 s alone (30 s is the limit)
+    out = capsys.readouterr().out
+    assert "✓ feature_kd matches ikd_edu.distill.FeatureDistillation" in out and "on 5 random cases" in out
+
+
+@pytest.mark.parametrize("wrong, patterns", [
+    (lambda s, t, a: (_resize(a(s), t.shape[-2:]) - t).pow(2).mean(), ["gradient reaches the teacher"]),
+    (lambda s, t, a: (_resize(s, t.shape[-2:]) - t.detach()).pow(2).mean(), ["adapter"]),
+    (lambda s, t, a: (a(s) - t.detach()).pow(2).mean(), ["resize", "teacher's (H, W)"]),
+    (lambda s, t, a: (a(s) - _resize(t.detach(), s.shape[-2:])).pow(2).mean(), ["teacher is resized"]),
+    (lambda s, t, a: (_resize(a(s), t.shape[-2:], mode="nearest") - t.detach()).pow(2).mean(), ["nearest"]),
+    (lambda s, t, a: (_resize(a(s), t.shape[-2:], mode="bilinear", align_corners=True) - t.detach()).pow(2).mean(),
+     ["align_corners"]),
+    (lambda s, t, a: 0.5 * _feature_solution(s, t, a), ["0.5"]),
+    (lambda s, t, a: _feature_solution(s, t, a) * t.shape[1], ["summed over channels"]),
+    (lambda s, t, a: _feature_solution(s, t, a) * t.numel(), ["summed"]),
+    (lambda s, t, a: (_resize(a(s), t.shape[-2:]) - t.detach()).abs().mean(), ["L1"]),
+    (lambda s, t, a: (_resize(a(s).detach(), t.shape[-2:]) - t.detach()).pow(2).mean(), ["no gradient"]),
+    (lambda s, t, a: (_resize(a(s.detach()), t.shape[-2:]) - t.detach()).pow(2).mean(), ["student_feat"]),
+    (lambda s, t, a: (_resize(a(t), s.shape[-2:]) - s).pow(2).mean(), ["apply it to student_feat"]),
+    (lambda s, t, a: (_resize(a(s), t.shape[-2:]) - t.detach()).pow(2).mean((1, 2, 3)), ["scalar"]),
+], ids=["teacher-grad", "no-adapter", "no-resize", "resize-teacher", "nearest", "align-corners", "half", "sum-c",
+        "sum", "l1", "adapter-detached", "student-detached", "adapter-on-teacher", "not-scalar"])
+def test_feature_kd_mistakes(wrong, patterns):
+    _fails(exercises.check_feature_kd, wrong, *patterns)
+
+
+def test_feature_kd_adapter_under_no_grad():
+    def frozen_adapter(s, t, adapter):
+        with torch.no_grad():
+            adapted = adapter(s)
+        return (_resize(adapted, t.shape[-2:]) - t.detach()).pow(2).mean()
+
+    _fails(exercises.check_feature_kd, frozen_adapter, "no gradient")
+    _fails(exercises.check_feature_kd, _not_written, exercises.NOT_WRITTEN)
+
+
+# ----------------------------------------------------------------------------------------- affinity
+def _pool(x):
+    h, w = x.shape[-2:]
+    return F.adaptive_avg_pool2d(x, (min(h, 16), min(w, 12)))
+
+
+def _affinity_solution(features):
+    v = _pool(features).flatten(2).transpose(1, 2)  # (N, P, C)
+    v = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return v @ v.transpose(1, 2)
+
+
+def test_affinity_solutions_pass(capsys):
+    from ikd_edu.distill.structure import pairwise_affinity
+
+    t0 = time.perf_counter()
+    exercises.check_affinity(pairwise_affinity)
+    exercises.check_affinity(_affinity_solution)
+    exercises.check_affinity(lambda x: F.cosine_similarity(
+        _pool(x).flatten(2).unsqueeze(-1), _pool(x).flatten(2).unsqueeze(-2), dim=1, eps=1e-12))
+    assert time.perf_counter() - t0 < 20  # a few checks; each takes ~0.1-1 s alone (30 s is the limit)
+    out = capsys.readouterr().out
+    assert "✓ affinity matches ikd_edu.distill.structure.pairwise_affinity on 5 random cases" in out
+
+
+def _unnormalised(x):
+    v = _pool(x).flatten(2)
+    return v.transpose(1, 2) @ v
+
+
+def _no_eps(x):
+    v = _pool(x).flatten(2).transpose(1, 2)
+    v = v / v.norm(dim=-1, keepdim=True)
+    return v @ v.transpose(1, 2)
+
+
+def _channel_normalised(x):
+    v = F.normalize(_pool(x).flatten(2), dim=-1)  # each channel over positions
+    return v.transpose(1, 2) @ v
+
+
+def _global_normalised(x):
+    v = _pool(x).flatten(2)
+    v = v / v.norm(dim=(1, 2), keepdim=True)
+    return v.transpose(1, 2) @ v
+
+
+def _gram_channels(x):
+    v = F.normalize(_pool(x).flatten(2).transpose(1, 2), dim=-1)
+    return v.transpose(1, 2) @ v
+
+
+def _column_major(x):
+    v = F.normalize(_pool(x).transpose(-1, -2).flatten(2).transpose(1, 2), dim=-1)
+    return v @ v.transpose(1, 2)
+
+
+def _no_pool(x):
+    v = F.normalize(x.flatten(2).transpose(1, 2), dim=-1)
+    return v @ v.transpose(1, 2)
+
+
+def _max_pool(x):
+    h, w = x.shape[-2:]
+    v = F.normalize(F.adaptive_max_pool2d(x, (min(h, 16), min(w, 12))).flatten(2).transpose(1, 2), dim=-1)
+    return v @ v.transpose(1, 2)
+
+
+def _always_16x12(x):
+    v = F.normalize(F.adaptive_avg_pool2d(x, (16, 12)).flatten(2).transpose(1, 2), dim=-1)
+    return v @ v.transpose(1, 2)
+
+
+@pytest.mark.parametrize("wrong, patterns", [
+    (_unnormalised, ["not scale-invariant"]),
+    (_no_eps, ["NaN", "eps"]),
+    (_channel_normalised, ["A_ii must be 1"]),
+    (_global_normalised, ["A_ii must be 1"]),
+    (_gram_channels, ["(N, C, C)", "positions"]),
+    (_column_major, ["row-major"]),
+    (_no_pool, ["average-pool", "16 x 12"]),
+    (_max_pool, ["max-pooling"]),
+    (_always_16x12, ["used as they are"]),
+    (lambda x: _affinity_solution(x)[0], ["batch axis"]),
+    (lambda x: torch.from_numpy(_affinity_solution(x).detach().numpy()), ["keep it in torch"]),
+], ids=["unnormalised", "no-eps", "channel-normalised", "global-normalised", "channel-gram", "column-major",
+        "no-pool", "max-pool", "always-pool", "no-batch", "numpy"])
+def test_affinity_mistakes(wrong, patterns):
+    _fails(exercises.check_affinity, wrong, *patterns)
+
+
+def test_affinity_not_written():
+    _fails(exercises.check_affinity, _not_written, exercises.NOT_WRITTEN)
+
+
+# ---------------------------------------------------------------------------------- joint relations
+def _relations_solution(heatmaps):
+    v = heatmaps.flatten(2)
+    v = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return v @ v.transpose(1, 2)
+
+
+def test_joint_relations_solutions_pass(capsys):
+    from ikd_edu.distill.structure import joint_relations
+
+    exercises.check_joint_relations(joint_relations)
+    exercises.check_joint_relations(_relations_solution)
+    assert "✓ joint_relations matches ikd_edu.distill.structure.joint_relations on 4 random cases" in \
+        capsys.readouterr().out
+
+
+def _pixel_affinity(h):
+    v = F.normalize(h.flatten(2), dim=1)
+    return v.transpose(1, 2) @ v
+
+
+def _correlation(h):
+    v = h.flatten(2)
+    v = F.normalize(v - v.mean(-1, keepdim=True), dim=-1)
+    return v @ v.transpose(1, 2)
+
+
+@pytest.mark.parametrize("wrong, patterns", [
+    (lambda h: h.flatten(2) @ h.flatten(2).transpose(1, 2), ["not scale-invariant"]),
+    (lambda h: (lambda v: v @ v.transpose(1, 2))(h.flatten(2) / h.flatten(2).norm(dim=-1, keepdim=True)), ["NaN"]),
+    (_pixel_affinity, ["(N, h*w, h*w)"]),
+    (_correlation, ["correlation"]),
+    (lambda h: _relations_solution(h)[0], ["batch axis"]),
+    (_not_written, [exercises.NOT_WRITTEN]),
+], ids=["unnormalised", "no-eps", "pixels", "correlation", "no-batch", "not-written"])
+def test_joint_relations_mistakes(wrong, patterns):
+    _fails(exercises.check_joint_relations, wrong, *patterns)
