@@ -28,6 +28,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("ablation",): ("ikd_edu.train.commands", "every distillation variant of a preset over seeds"),
     ("quickstart",): ("ikd_edu.train.quickstart", "synthetic data -> teacher -> students -> AP table"),
     ("app",): ("ikd_edu.browse", "browse data and predictions in the FiftyOne App (127.0.0.1)"),
+    ("assignments", "build"): ("ikd_edu.assignments", "student versions of the assignment notebooks (nbgrader)"),
 }
 
 

@@ -1,0 +1,155 @@
+"""Student versions of the course's assignment notebooks: ``ikd-edu assignments build --out DIR``.
+
+An *assignment notebook* is a course notebook with nbgrader solution cells (cell metadata
+``nbgrader.solution = true``; notebooks 01, 03, 04 and 05). The instructor's version, in
+``notebooks/``, holds the solutions between ``### BEGIN SOLUTION`` / ``### END SOLUTION``;
+the student version is made with **nbgrader's own preprocessors**, run through nbconvert, in
+the order ``nbgrader generate_assignment`` uses them (minus the gradebook database):
+
+===========================  ==================================================================
+``CheckCellMetadata``        refuse notebooks whose nbgrader metadata is inconsistent
+``LockCells``                check cells (and read-only cells) can't be deleted or edited
+``ClearSolutions``           every solution region -> ``# YOUR CODE HERE`` / ``raise NotImplementedError()``
+``ClearOutput``              no outputs (nothing of the solution's results leaks)
+``ClearHiddenTests``         ``### BEGIN HIDDEN TESTS`` regions removed (none in this course)
+``ClearMarkScheme``          ``=== BEGIN MARK SCHEME ===`` regions removed (none in this course)
+``ComputeChecksums``         checksums of the graded cells, as nbgrader's release has them
+===========================  ==================================================================
+
+Notebooks without solution cells are not assignments and are left out (they need no
+student version). Every file is written atomically (temp file + rename). See
+``docs/INSTRUCTORS.md`` for the whole workflow, including nbgrader's own
+``generate_assignment`` / ``autograde`` on the source notebooks.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ikd_edu.errors import UserError
+
+__all__ = ["is_assignment", "find_assignments", "student_version", "build", "add_cli_arguments", "cli_main",
+           "STUB"]
+
+#: what a solution region becomes (nbgrader's ClearSolutions default for Python)
+STUB = "raise NotImplementedError()"
+
+
+def _read(path: Path):
+    import nbformat
+
+    try:
+        return nbformat.read(path, as_version=4)
+    except Exception as exc:  # nbformat raises several types for a broken file
+        raise UserError(f"{path} is not a readable Jupyter notebook ({type(exc).__name__}: {exc}); "
+                        "fix or remove it") from None
+
+
+def is_assignment(nb) -> bool:
+    """True when the notebook has at least one nbgrader solution cell."""
+    return any(cell.get("metadata", {}).get("nbgrader", {}).get("solution", False) for cell in nb.cells)
+
+
+def find_assignments(folder: str | Path) -> list[Path]:
+    """The ``*.ipynb`` files in ``folder`` (not recursive) that have nbgrader solution cells, sorted.
+
+    Raises :class:`UserError` when the folder is missing, holds no notebook, or none with
+    solution cells.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"notebook folder {folder} does not exist; pass --notebooks DIR, the folder that holds the "
+                        "course's .ipynb files (notebooks/ in the ikd-edu checkout)")
+    notebooks = sorted(p for p in folder.glob("*.ipynb") if not p.name.startswith("."))
+    if not notebooks:
+        raise UserError(f"{folder} holds no .ipynb notebooks; pass --notebooks DIR, the folder with the course's "
+                        "notebooks (notebooks/ in the ikd-edu checkout)")
+    found = [p for p in notebooks if is_assignment(_read(p))]
+    if not found:
+        raise UserError(f"none of the {len(notebooks)} notebooks in {folder} has nbgrader solution cells (cell "
+                        "metadata nbgrader.solution = true), so there is nothing to make a student version of")
+    return found
+
+
+def _exporter():
+    from nbconvert.exporters import NotebookExporter
+    from nbgrader.preprocessors import (
+        CheckCellMetadata,
+        ClearHiddenTests,
+        ClearMarkScheme,
+        ClearOutput,
+        ClearSolutions,
+        ComputeChecksums,
+        LockCells,
+    )
+
+    exporter = NotebookExporter()
+    for preprocessor in (CheckCellMetadata, LockCells, ClearSolutions, ClearOutput, ClearHiddenTests,
+                         ClearMarkScheme, ComputeChecksums):
+        exporter.register_preprocessor(preprocessor(), enabled=True)
+    return exporter
+
+
+def student_version(path: str | Path) -> str:
+    """The student version of one assignment notebook, as notebook JSON text."""
+    import nbformat
+
+    path = Path(path)
+    nb = _read(path)
+    if not is_assignment(nb):
+        raise UserError(f"{path} has no nbgrader solution cells: it is not an assignment notebook")
+    try:
+        body, _ = _exporter().from_notebook_node(nb, resources={"metadata": {"path": str(path.parent)},
+                                                                "unique_key": path.stem})
+    except Exception as exc:  # nbgrader's ValidationError / RuntimeError for malformed solution regions
+        raise UserError(f"{path}: nbgrader could not make the student version ({type(exc).__name__}: {exc}); "
+                        "check that every ### BEGIN SOLUTION has its ### END SOLUTION inside a cell whose "
+                        "metadata marks it as a solution cell") from None
+    nbformat.validate(nbformat.reads(body, as_version=4))
+    return body
+
+
+def build(out: str | Path, notebooks: str | Path = "notebooks") -> list[Path]:
+    """Write the student version of every assignment notebook in ``notebooks`` to ``out``; return the paths."""
+    from ikd_edu.io import atomic_write
+
+    sources = find_assignments(notebooks)
+    out = Path(out)
+    if out.resolve() == Path(notebooks).resolve():
+        raise UserError(f"--out {out} is the notebook folder itself: that would overwrite the instructor's "
+                        "solutions; choose another folder")
+    versions = {src: student_version(src) for src in sources}  # all made before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for src, body in versions.items():
+        dest = out / src.name
+        with atomic_write(dest) as fh:
+            fh.write(body)
+        written.append(dest)
+    return written
+
+
+def _default_notebooks() -> Path:
+    here = Path("notebooks")
+    if here.is_dir():
+        return here
+    from ikd_edu.course import repo_root
+
+    root = repo_root()
+    return root / "notebooks" if root is not None else here
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="folder for the student versions (created if needed)")
+    parser.add_argument("--notebooks", default=None,
+                        help="folder with the instructor's notebooks (default: ./notebooks, else the checkout's)")
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    notebooks = Path(args.notebooks) if args.notebooks else _default_notebooks()
+    written = build(args.out, notebooks)
+    for path in written:
+        print(f"wrote {path}")
+    print(f"{len(written)} student notebook(s) in {args.out}: solutions replaced by `{STUB}`, outputs cleared, "
+          "check cells locked")
+    return 0
