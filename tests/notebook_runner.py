@@ -46,6 +46,18 @@ def outputs_of(nb, output_type: str | None = None) -> list[dict]:
             if output_type is None or o.get("output_type") == output_type]
 
 
+def cell_seconds(cell) -> float:
+    """How long a code cell ran, from the timings nbclient records in ``metadata.execution``."""
+    from datetime import datetime
+
+    t = cell.get("metadata", {}).get("execution", {})
+    start, end = t.get("iopub.execute_input"), t.get("shell.execute_reply")
+    if not (start and end):
+        raise AssertionError(f"no execution timing recorded for cell: {cell.source[:80]!r}")
+    return (datetime.fromisoformat(end.replace("Z", "+00:00"))
+            - datetime.fromisoformat(start.replace("Z", "+00:00"))).total_seconds()
+
+
 def text_of(nb) -> str:
     """Every stream text and text/plain output, joined (for looking up printed messages)."""
     parts = []

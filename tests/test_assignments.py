@@ -1,0 +1,221 @@
+"""Assignments: student versions via ikd-edu (nbgrader's preprocessors) and via nbgrader itself, and what
+a student sees when a check cell runs.
+
+(a) ``ikd-edu assignments build``: solutions gone, ``raise NotImplementedError()`` in their place,
+    outputs cleared, check cells locked and unchanged; clear errors for bad folders.
+(b) ``nbgrader generate_assignment`` on the source notebooks in a throwaway course folder (offline).
+(c) the student versions executed with nbclient (up to their last check cell: the exercises sit
+    before the training sections): every check cell says "not written yet"; the instructor's
+    solutions, executed the same way, pass every check; a wrong answer gets its diagnosis.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from notebook_runner import NOTEBOOK_DIR, cell_seconds, execute
+
+from ikd_edu import assignments, exercises
+from ikd_edu.cli import main as cli_main
+
+SOURCES = assignments.find_assignments(NOTEBOOK_DIR)
+EXPECTED = {"01", "03", "04", "05"}  # the notebooks with exercises (solution cells)
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+CELL_TIMEOUT_S = 30  # nbgrader's default per-cell timeout (ExecutePreprocessor.timeout)
+
+
+def _grader(cell) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def _solution_lines(cell) -> list[str]:
+    """The non-blank lines between the solution markers of an instructor's cell."""
+    lines, inside = [], False
+    for line in cell.source.splitlines():
+        if BEGIN in line:
+            inside = True
+        elif END in line:
+            inside = False
+        elif inside and line.strip():
+            lines.append(line.strip())
+    return lines
+
+
+def _check_cell_ids(nb) -> list[str]:
+    return [_grader(c)["grade_id"] for c in nb.cells if _grader(c).get("grade")]
+
+
+def test_every_assignment_notebook_is_found():
+    assert {p.name[:2] for p in SOURCES} >= EXPECTED, [p.name for p in SOURCES]
+    for path in SOURCES:
+        nb = nbformat.read(path, as_version=4)
+        solutions = [c for c in nb.cells if _grader(c).get("solution")]
+        checks = [c for c in nb.cells if _grader(c).get("grade")]
+        assert solutions and len(checks) >= len(solutions), path.name
+        for cell in checks:
+            assert _grader(cell)["locked"] and _grader(cell)["points"] > 0, (path.name, _grader(cell))
+            assert "from ikd_edu.exercises import check_" in cell.source, (path.name, cell.source)
+        for cell in solutions:
+            assert BEGIN in cell.source and END in cell.source, (path.name, cell.source)
+
+
+# ------------------------------------------------------------------------------------------ (a)
+@pytest.fixture(scope="module")
+def student_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("student")
+    assert cli_main(["assignments", "build", "--out", str(out), "--notebooks", str(NOTEBOOK_DIR)]) == 0
+    return out
+
+
+def test_build_writes_student_versions_without_solutions(student_dir):
+    written = sorted(p.name for p in student_dir.glob("*.ipynb"))
+    assert written == sorted(p.name for p in SOURCES)
+    assert not list(student_dir.glob(".*tmp")), "a temporary file was left behind"
+    for src in SOURCES:
+        source_nb = nbformat.read(src, as_version=4)
+        student_nb = nbformat.read(student_dir / src.name, as_version=4)
+        nbformat.validate(student_nb)
+        assert len(student_nb.cells) == len(source_nb.cells)
+        text = "\n".join(c.source for c in student_nb.cells)
+        assert BEGIN not in text and END not in text, src.name
+        for before, after in zip(source_nb.cells, student_nb.cells):
+            assert not after.get("outputs"), f"{src.name}: outputs left in the student version"
+            if _grader(before).get("solution"):
+                assert assignments.STUB in after.source, (src.name, after.source)
+                for line in _solution_lines(before):
+                    assert line not in after.source, f"{src.name}: solution line {line!r} survived"
+                assert after.metadata.get("deletable") is False
+            elif _grader(before).get("grade"):
+                assert after.source == before.source, f"{src.name}: a check cell changed"
+                assert after.metadata.get("editable") is False and after.metadata.get("deletable") is False
+                assert _grader(after).get("checksum"), "check cells carry nbgrader checksums"
+            else:
+                assert after.source == before.source
+
+
+def test_build_refuses_bad_folders(tmp_path, capsys):
+    assert cli_main(["assignments", "build", "--out", str(tmp_path / "o"), "--notebooks", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli_main(["assignments", "build", "--out", str(tmp_path / "o"), "--notebooks", str(empty)]) == 2
+    assert "no .ipynb notebooks" in capsys.readouterr().err
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1)")])
+    nbformat.write(nb, plain / "x.ipynb")
+    assert cli_main(["assignments", "build", "--out", str(tmp_path / "o"), "--notebooks", str(plain)]) == 2
+    assert "nbgrader solution cells" in capsys.readouterr().err
+    assert cli_main(["assignments", "build", "--out", str(plain), "--notebooks", str(plain)]) == 2
+    assert not (tmp_path / "o").exists(), "nothing is written when the input is bad"
+
+
+def test_build_reports_an_unterminated_solution(tmp_path, capsys):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    cell = nbformat.v4.new_code_cell(f"def f():\n    {BEGIN}\n    return 1\n")
+    cell.metadata["nbgrader"] = {"grade": False, "grade_id": "f_solution", "locked": False, "schema_version": 3,
+                                 "solution": True, "task": False}
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell], metadata={"kernelspec": {
+        "display_name": "Python 3", "language": "python", "name": "python3"}}), folder / "b.ipynb")
+    assert cli_main(["assignments", "build", "--out", str(tmp_path / "o"), "--notebooks", str(folder)]) == 2
+    assert "END SOLUTION" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ (b)
+def test_nbgrader_generate_assignment_on_the_sources(tmp_path):
+    nbgrader = Path(sys.executable).parent / "nbgrader"
+    if not nbgrader.is_file():
+        pytest.skip("nbgrader is not installed in this environment (pip install -e '.[course]')")
+    course = tmp_path / "course"
+    source = course / "source" / "ikd"
+    source.mkdir(parents=True)
+    for path in SOURCES:
+        shutil.copy(path, source / path.name)
+    (course / "nbgrader_config.py").write_text(
+        "c = get_config()\n"
+        "c.CourseDirectory.course_id = 'ikd-edu'\n"
+        f"c.CourseDirectory.root = {str(course)!r}\n")
+    env = dict(os.environ, PATH=f"{nbgrader.parent}{os.pathsep}{os.environ.get('PATH', '')}")  # it runs alembic
+    proc = subprocess.run([str(nbgrader), "generate_assignment", "ikd", "--force"], cwd=course, env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    release = course / "release" / "ikd"
+    assert sorted(p.name for p in release.glob("*.ipynb")) == sorted(p.name for p in SOURCES)
+    for path in SOURCES:
+        released = nbformat.read(release / path.name, as_version=4)
+        text = "\n".join(c.source for c in released.cells)
+        assert BEGIN not in text and "raise NotImplementedError()" in text, path.name
+        source_nb = nbformat.read(path, as_version=4)
+        for cell in source_nb.cells:
+            for line in _solution_lines(cell):
+                assert line not in text, f"{path.name}: solution line {line!r} in nbgrader's release"
+        assert _check_cell_ids(released) == _check_cell_ids(source_nb)
+
+
+# ------------------------------------------------------------------------------------------ (c)
+def _through_last_check(nb):
+    """The notebook up to and including its last check cell (the exercises come before the training)."""
+    last = max(i for i, c in enumerate(nb.cells) if _grader(c).get("grade"))
+    nb.cells = nb.cells[: last + 1]
+    return nb
+
+
+def _error_text(cell) -> str:
+    return "\n".join(f"{o.get('ename')}: {o.get('evalue')}" for o in cell.get("outputs", [])
+                     if o.get("output_type") == "error")
+
+
+def _stream_text(cell) -> str:
+    return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+
+
+@pytest.mark.parametrize("name", [p.name for p in SOURCES], ids=[p.stem for p in SOURCES])
+def test_student_version_checks_say_not_written_yet(name, student_dir, course_env, tmp_path):
+    nb = _through_last_check(nbformat.read(student_dir / name, as_version=4))
+    path = tmp_path / name
+    nbformat.write(nb, path)
+    executed, _ = execute(path, course_env, allow_errors=True)
+    checks = [c for c in executed.cells if _grader(c).get("grade")]
+    assert checks
+    for cell in checks:
+        error = _error_text(cell)
+        assert "AssertionError" in error and exercises.NOT_WRITTEN in error, (_grader(cell)["grade_id"], error)
+        assert "✓" not in _stream_text(cell)
+    others = [(i, _error_text(c)) for i, c in enumerate(executed.cells)
+              if c.cell_type == "code" and not _grader(c).get("grade") and _error_text(c)]
+    assert not others, f"{name}: cells other than the checks failed: {others}"
+
+
+def test_solutions_pass_their_checks_and_a_wrong_answer_is_diagnosed(course_env, tmp_path):
+    """The instructor's exercise cells, all in one kernel; then a typical wrong answer to notebook 03's exercise."""
+    cells = []
+    for path in SOURCES:
+        cells += [c for c in nbformat.read(path, as_version=4).cells if _grader(c)]
+    wrong = nbformat.v4.new_code_cell(
+        "def logit_kd(student_hm, teacher_hm, target, target_weight, alpha):\n"
+        "    w = target_weight[:, :, None, None]\n"
+        "    return (1 - alpha) * 0.5 * ((w * (student_hm - target)) ** 2).mean() + "
+        "alpha * 0.5 * ((student_hm - teacher_hm) ** 2).mean()\n\n"
+        "from ikd_edu.exercises import check_logit_kd\n"
+        "check_logit_kd(logit_kd)\n")
+    nb = nbformat.v4.new_notebook(cells=cells + [wrong], metadata={"kernelspec": {
+        "display_name": "Python 3", "language": "python", "name": "python3"}})
+    path = tmp_path / "solutions.ipynb"
+    nbformat.write(nb, path)
+    executed, _ = execute(path, course_env, allow_errors=True)
+    checks = [c for c in executed.cells if _grader(c).get("grade")]
+    assert len(checks) >= len(EXPECTED)
+    for cell in checks:
+        assert not _error_text(cell), (_grader(cell)["grade_id"], _error_text(cell))
+        assert _stream_text(cell).startswith("✓ ") and "matches ikd_edu." in _stream_text(cell)
+        seconds = cell_seconds(cell)
+        assert seconds < CELL_TIMEOUT_S, f"{_grader(cell)['grade_id']} took {seconds:.1f} s (nbgrader's timeout: 30 s)"
+    diagnosis = _error_text(executed.cells[-1])
+    assert "gradient reaches the teacher" in diagnosis and "tensor(" not in diagnosis, diagnosis
