@@ -14,8 +14,12 @@ def run(*args: str) -> str:
     return proc.stdout
 
 
-def test_bench_codec_prints_every_row():
-    out = run("benchmarks/bench_codec.py", "--batch", "4", "--repeats", "1")
+def test_bench_foundation_prints_data_and_codec_rows():
+    out = run("benchmarks/bench_foundation.py", "--quick")
+    crops = [ln.split() for ln in out.splitlines() if ln.strip().startswith("192x192")]
+    assert {(row[1], row[2]) for row in crops} == {("128x96", "0"), ("128x96", "2"), ("256x192", "0"),
+                                                   ("256x192", "2")}, out
+    assert all(float(row[3]) > 0 for row in crops), out
     for row in ("encode reference", "encode unbiased", "decode quarter", "vs reference", "decode dark"):
         line = next((ln for ln in out.splitlines() if ln.startswith("|") and row in ln), None)
         assert line is not None, f"row {row!r} missing:\n{out}"
