@@ -188,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n| {'step':<17} | {'loop ms':>8} | {'vec ms, 1 thread':>16} | {'speed-up':>8} | "
           f"{f'vec ms, {all_threads} threads':>17} | {'speed-up':>8} |")
     print(f"|{'-' * 19}|{'-' * 10}|{'-' * 18}|{'-' * 10}|{'-' * 19}|{'-' * 10}|")
+    with torch.inference_mode():  # one untimed pass first: the first row timed must not pay the allocator's warm-up
+        for _, loop_fn, vec_fn in rows:
+            loop_fn(), vec_fn()
     for name, loop_fn, vec_fn in rows:
         with torch.inference_mode():
             t_loop = best_ms(loop_fn, args.repeats)
