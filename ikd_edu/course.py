@@ -14,8 +14,9 @@ and on a GPU *before* the work starts and the measured time after it::
 **Modes.** *quick* (the default without a CUDA GPU, or whenever ``IKD_QUICK=1``): the
 synthetic stick-figure set and CPU-sized models and schedules, every notebook <= 3 min on
 2 cores. *full* (a CUDA GPU and ``IKD_QUICK`` unset or ``0``): the quickstart's sizes on the
-synthetic set, or COCO when ``data/coco`` holds it. A missing optional piece changes the
-mode with a one-line reason, never a traceback.
+synthetic set. COCO, when ``data/coco`` holds it, is shown in notebook 00's tour; training on
+it is the README's torchrun recipe (days of GPU time, not a notebook cell). A missing optional
+piece changes the mode with a one-line reason, never a traceback.
 
 **Runs.** Slow steps load a finished run when one exists and train it otherwise
 (:func:`train_or_load`); runs live in :func:`course_dir` (``IKD_COURSE_DIR``, default
@@ -137,7 +138,8 @@ def detect_mode() -> Mode:
         reason = "no CUDA GPU found" + (f" ({QUICK_ENV}=0 asks for full mode, which needs one)" if forced is False else "")
         return Mode(True, device, reason, settings=dict(QUICK))
     coco = _find_coco()
-    where = f"COCO found in {coco}" if coco else "no COCO in data/coco, so the full-size synthetic set"
+    where = (f"COCO found in {coco} (shown in the tour; the course trains on the synthetic set)" if coco
+             else "no COCO in data/coco (optional: only the tour shows it)")
     return Mode(False, device, f"CUDA GPU {torch.cuda.get_device_name(0)}; {where}", coco_root=coco,
                 settings=dict(FULL))
 
@@ -230,8 +232,9 @@ def config(mode: Mode, role: str, terms: Sequence[str] = (), name: str | None = 
     """A :class:`ikd_edu.train.config.Config` for a course run in ``course_dir()/<mode>/<name>``.
 
     Teachers train on every training image with the ``quick`` preset's augmentation;
-    students on ``settings['label_subset']`` images with flip-only augmentation and the
-    teacher-output cache (the quickstart's setting, which makes distillation visible).
+    students on ``settings['label_subset']`` images with flip-only augmentation, the
+    teacher-output cache and the crop cache (the quickstart's setting, which makes
+    distillation visible).
     ``name`` defaults to ``teacher`` / ``student-labels`` / ``student-logit+feature`` ...
     """
     from ikd_edu.train.config import load_config
@@ -253,7 +256,7 @@ def config(mode: Mode, role: str, terms: Sequence[str] = (), name: str | None = 
         base += [
             f"data.label_subset={s['label_subset']}", "data.subset_seed=0",
             "data.augment.scale_factor=0", "data.augment.rotation_prob=0", "data.augment.half_body_prob=0",
-            f"distill.terms={','.join(terms) if terms else 'none'}", "distill.teacher_cache=true",
+            f"distill.terms={','.join(terms) if terms else 'none'}", "distill.teacher_cache=true", "data.cache_crops=true",
             f"model.teacher_checkpoint={teacher_checkpoint(mode)}",
         ]
     cfg_probe = load_config("quick", base + list(overrides), role=role, check_files=False)

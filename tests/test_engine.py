@@ -172,3 +172,43 @@ def test_ablation_end_to_end(synthetic_root, tmp_path):
     assert "| logit | logit | 2 |" in (tmp_path / "abl" / "ablation.md").read_text()
     # seeds differ, variants share the labels: per-run configs say so
     assert (tmp_path / "abl" / "logit" / "seed1" / "config.yaml").read_text().count("seed: 1") == 1
+
+
+FLIP_ONLY = {"data.augment.scale_factor": 0, "data.augment.rotation_prob": 0, "data.augment.half_body_prob": 0}
+
+
+def test_crop_cache_batches_are_the_loaders_batches(synthetic_root):
+    """CropCache.batch(keys) == what the DataLoader collates for the same (index, seed) keys, flips included."""
+    from ikd_edu.train import distributed as D
+
+    cfg = load_config("quick", tiny(synthetic_root, "unused", **FLIP_ONLY, **{"data.cache_crops": "true"}),
+                      role="teacher", check_files=False)
+    train_set = engine.build_dataset(cfg, "train")
+    indices = engine.train_indices(cfg, train_set)[::2]  # a subset: other records are not cached
+    cache = engine.CropCache.build(train_set, indices, cfg)
+    sampler = D.ResumableBatchSampler(indices, 8, seed=5, epoch=1, rank=0, world_size=1)
+    loader = engine.make_loader(train_set, sampler, cfg, torch.device("cpu"), seed=0)
+    flips = []
+    for keys, want in zip(sampler, loader):
+        got = cache.batch(keys)
+        for k in ("image", "heatmaps", "target_weight", "index", "flipped"):
+            assert torch.equal(got[k], want[k]), k
+        flips += got["flipped"].tolist()
+    assert any(flips) and not all(flips), "both flips must occur for the test to mean anything"
+    with pytest.raises(RuntimeError, match="not cached"):
+        cache.batch([(int(indices[0]) + 1, 0)])
+
+
+def test_crop_cache_run_equals_uncached_run_and_needs_flip_only(synthetic_root, tmp_path):
+    from ikd_edu.errors import UserError
+
+    with pytest.raises(UserError, match="data.cache_crops"):
+        load_config("quick", tiny(synthetic_root, tmp_path / "x", **{"data.cache_crops": "true"}), role="teacher")
+    finals = []
+    for cached in ("false", "true"):
+        out = tmp_path / f"cached-{cached}"
+        engine.train(load_config("quick", tiny(synthetic_root, out, steps=5, batch=4, **FLIP_ONLY,
+                                               **{"data.cache_crops": cached}), role="teacher"))
+        finals.append(torch.load(out / "last.pt", weights_only=True)["model"])
+    for name, value in finals[0].items():
+        assert torch.equal(value, finals[1][name]), name

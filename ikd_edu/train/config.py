@@ -71,6 +71,7 @@ class DataConfig:
     label_subset: int = 0  # train on N randomly chosen training images only (0 = all): a label-limited student
     subset_seed: int = 0  # which N images; fixed across run seeds so every variant sees the same labels
     val_subset: int = 0  # evaluate on the first N validation images only (0 = all)
+    cache_crops: bool = False  # cut and encode each training crop once (both flips) and reuse it (flip-only augmentation)
     synthetic_images: int = 8000  # synthetic only: training images to generate (if missing)
     synthetic_val_images: int = 500  # synthetic only: validation images
     synthetic_seed: int = 0  # synthetic only: generator seed
@@ -576,6 +577,13 @@ def validate(cfg: Config, check_files: bool = True) -> None:
                 "distill.teacher_cache: cached teacher outputs only fit flip-only augmentation; set "
                 "data.augment.scale_factor=0, data.augment.rotation_prob=0 and data.augment.half_body_prob=0, "
                 "or distill.teacher_cache=false (teacher forward on every batch)"
+            )
+    if cfg.data.cache_crops:
+        a = cfg.data.augment
+        if a.scale_factor > 0 or (a.rotation_prob > 0 and a.rotation_factor > 0) or a.half_body_prob > 0:
+            raise UserError(
+                "data.cache_crops: cached crops only fit flip-only augmentation; set data.augment.scale_factor=0, "
+                "data.augment.rotation_prob=0 and data.augment.half_body_prob=0, or data.cache_crops=false"
             )
     if check_files and cfg.is_distillation:
         check_teacher_checkpoint(cfg)

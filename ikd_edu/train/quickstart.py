@@ -32,6 +32,9 @@ Speed: the teacher is frozen, so its outputs are computed once per un-augmented 
 crop and warped for each flipped crop (``distill.teacher_cache``, see
 :class:`ikd_edu.train.engine.TeacherCache`). With the teacher run on every batch a KD step
 on the CPU costs ~3x a plain one; with the cache, ~1.2x plus a one-off pass over the crops.
+With flip-only augmentation the students' crops themselves are also cut and encoded once
+(``data.cache_crops``, :class:`ikd_edu.train.engine.CropCache`): the same batches, without
+re-cutting them on every step.
 
 ``--fast`` is a smoke test (tiny data, a few steps, meaningless numbers).
 """
@@ -174,7 +177,7 @@ def student_config(s: dict, out: Path, data_root: Path, seed: int, name: str, te
         "data.subset_seed=0",  # the same labelled images for every variant and seed
         "data.augment.scale_factor=0", "data.augment.rotation_prob=0", "data.augment.half_body_prob=0",
         f"distill.terms={','.join(terms) if terms else 'none'}",
-        "distill.teacher_cache=true",
+        "distill.teacher_cache=true", "data.cache_crops=true",
         f"model.teacher_checkpoint={out / 'teacher' / 'best.pt'}",
         f"optim.steps={steps}", f"run.eval_every={steps}", f"run.ckpt_every={min(steps, 250)}",
         f"run.out_dir={out / f'seed-{seed}' / name}", f"run.seed={seed}",
