@@ -200,6 +200,17 @@ def main(argv: list[str] | None = None) -> int:
             t_all = best_ms(vec_fn, args.repeats)
         print(f"| {name:<17} | {t_loop:8.2f} | {t_one:16.2f} | {t_loop / t_one:7.1f}x | {t_all:17.2f} | "
               f"{t_loop / t_all:7.1f}x |")
+    # the floor of any decoder: every map value must be read once (torch.amax, the fastest
+    # full reduction here); a decoder can only be as many times faster than the loop as this
+    with torch.inference_mode():
+        flat = noisy.reshape(n * k, h * w)
+        torch.set_num_threads(1)
+        t_one = best_ms(lambda: flat.amax(-1), args.repeats)
+        torch.set_num_threads(all_threads)
+        t_all = best_ms(lambda: flat.amax(-1), args.repeats)
+    mb = noisy.numel() * noisy.element_size() / 1e6
+    print(f"\none read of the {mb:.1f} MB of maps (torch.amax), the floor of any decoder: {t_one:.2f} ms on 1 thread "
+          f"({mb / t_one:.0f} GB/s), {t_all:.2f} ms on {all_threads} ({mb / t_all:.0f} GB/s)")
     return 0
 
 

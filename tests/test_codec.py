@@ -185,6 +185,58 @@ def test_decode_matches_reference_loop(method):
         np.testing.assert_array_equal(coords[1, 0].numpy(), [1, 1])
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_decode_large_batch_threads_match_reference_loop(threads, dtype):
+    # 24 x 17 maps of 64 x 48 = 1.25 M values: above the size where CPU decoding splits the
+    # argmax over threads; the result must not depend on the thread count
+    rng = np.random.default_rng(5)
+    hms = np.concatenate([_decode_inputs(rng), rng.normal(size=(20, 17, H, W))]).astype(dtype)
+    hms[23, 16] = 0.0  # an all-zero map: argmax 0, maxval 0, masked
+    hms[22, 3, 5, 9] = hms[22, 3, 5, 8] = 50.0  # a tie inside the quarter region
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        coords, maxvals = decode_heatmaps(torch.from_numpy(hms), "quarter")
+    finally:
+        torch.set_num_threads(before)
+    ref_coords, ref_max = loop_decode(hms.astype(np.float64), "quarter")
+    assert coords.dtype == (torch.float64 if dtype == np.float64 else torch.float32)
+    np.testing.assert_array_equal(coords.numpy(), ref_coords)  # multiples of 1/4: exact
+    np.testing.assert_allclose(maxvals.numpy(), ref_max, atol=1e-6)
+    assert coords[22, 3, 0] == 8.25  # the first of the tie (x = 8) wins, shifted towards its equal right neighbour
+
+
+def _decode_in_child(queue):
+    hms = torch.from_numpy(np.random.default_rng(6).normal(size=(24, 17, H, W)).astype(np.float32))
+    queue.put(decode_heatmaps(hms, "quarter")[0].sum().item())
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="fork start method is POSIX-only")
+def test_decode_thread_pool_survives_fork():
+    # a DataLoader worker is a fork of a process whose decoding thread pool already ran: the
+    # child has the pool object but not its threads, and must not wait on them forever
+    import multiprocessing as mp
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        hms = torch.from_numpy(np.random.default_rng(6).normal(size=(24, 17, H, W)).astype(np.float32))
+        expected = decode_heatmaps(hms, "quarter")[0].sum().item()  # the pool now exists here
+        ctx = mp.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_decode_in_child, args=(queue,))
+        child.start()
+        child.join(timeout=60)
+        alive = child.is_alive()
+        if alive:
+            child.kill()
+        assert not alive, "decoding in a forked child hung (thread pool inherited across fork)"
+        assert child.exitcode == 0 and queue.get(timeout=5) == expected
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_decode_dark_matches_reference_loop():
     rng = np.random.default_rng(2)
     kp = random_keypoints(rng, 2, 5, lo=(-2, -2), hi=(W + 1, H + 1))
