@@ -87,9 +87,17 @@ def _is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+_JSON_NUMBERS = {int, float}
+
+
 def _finite_numbers(values) -> bool | None:
     """True if all finite numbers, False if some NaN/inf, None if not numbers at all."""
-    if not isinstance(values, (list, tuple)) or not all(_is_number(v) for v in values):
+    if not isinstance(values, (list, tuple)):
+        return None
+    if set(map(type, values)) <= _JSON_NUMBERS:  # what json.load gives: checked without a Python-level loop
+        # a sum of finite numbers is finite unless it overflows (near 1e308): then look at each
+        return math.isfinite(sum(values)) or all(math.isfinite(v) for v in values)
+    if not all(_is_number(v) for v in values):
         return None
     return all(math.isfinite(v) for v in values)
 

@@ -149,7 +149,7 @@ class RunConfig:
     deterministic: bool = False  # bit-reproducible kernels (slower): torch.use_deterministic_algorithms
     device: str = "auto"  # auto (cuda > mps > cpu) | cpu | cuda | cuda:1 | mps
     amp: str = "auto"  # auto (bf16 if supported else fp16 on CUDA; off on CPU) | bf16 | fp16 | off
-    channels_last: str = "auto"  # auto (on for CUDA) | on | off
+    channels_last: str = "auto"  # auto (on for CUDA and CPU: quick models 9-19 % faster per step on 2 cores) | on | off
     compile: bool = False  # torch.compile the trained model
     log_every: int = 50  # print / log losses every N steps (the only host-device sync in the loop)
     eval_every: int = 0  # evaluate every N steps (0 = at the end of every epoch)

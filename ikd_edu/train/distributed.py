@@ -213,7 +213,9 @@ class SeededSamples(torch.utils.data.Dataset):
     def __getitem__(self, key):
         index, seed = key
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
+            # the CPU generator only: torch.manual_seed also queues a lazy seeding of every
+            # accelerator, recording a stack trace each time (0.7 ms per sample on a CUDA build)
+            torch.default_generator.manual_seed(int(seed))
             return self.dataset[int(index)]
 
 

@@ -443,7 +443,7 @@ class CropCache:
         from ikd_edu.data.transforms import sample_augmentation
 
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
+            torch.default_generator.manual_seed(int(seed))  # as SeededSamples does
             rng = self.dataset._rng()  # the dataset's first draw; half-body (off here) would draw before the flip
         return sample_augmentation(rng, self.dataset.augment)[2]
 
@@ -465,10 +465,12 @@ class CropCache:
 def build_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
     o = cfg.optim
     params = [p for p in params if p.requires_grad]
+    # fused Adam: one kernel for all parameters (CPU: 7.6 -> 1.7 ms per step for quick-teacher)
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
     if o.optimizer == "adam":
-        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay, fused=fused or None)
     if o.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, fused=fused or None)
     return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=False)
 
 
@@ -824,7 +826,7 @@ def _train(cfg: Config, info: D.DistInfo, device: torch.device, t_start: float) 
         out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.run.seed, cfg.run.deterministic)
     amp_dtype, use_scaler = amp_settings(cfg.run.amp, device)
-    channels_last = cfg.run.channels_last == "on" or (cfg.run.channels_last == "auto" and device.type == "cuda")
+    channels_last = cfg.run.channels_last == "on" or (cfg.run.channels_last == "auto" and device.type in ("cuda", "cpu"))
     show_progress = _progress_enabled(cfg, info.is_main)
 
     # ---- data ------------------------------------------------------------------------
