@@ -99,9 +99,9 @@ TEACHER_RECIPE = {"warmup": 200 / 6500, "milestones": (4500 / 6500, 5750 / 6500)
 #: package (float16 weights + its config, curves and data fingerprint): see install_shipped_teacher
 SHIPPED_TEACHER = Path(__file__).resolve().parent.parent / "weights" / "quick-teacher.pt"
 SHIPPED_FORMAT = "ikd-edu-shipped-teacher/1"
-#: seconds per image / step on 2 idle cores, evaluation included (README command 1 from nothing,
-#: seed 0: data 32 s, teacher 480 s / 1,500 steps, students 90-104 s / 800 steps), for the stage lines
-EXPECTED = {"data_per_image": 0.004, "teacher_step": 0.29, "student_step": 0.112, "kd_student_step": 0.127,
+#: seconds per image / step on 2 idle cores, evaluation included (README command 1 in a fresh clone,
+#: seed 0: data 32 s, students 70-83 s / 800 steps; teacher 1,869 s / 6,500 steps with --train-teacher)
+EXPECTED = {"data_per_image": 0.004, "teacher_step": 0.29, "student_step": 0.088, "kd_student_step": 0.1,
             "shipped_teacher": 15.0}
 
 
@@ -499,7 +499,7 @@ def teacher_curve(run_dir: Path) -> list[tuple[int, float]]:
 
 
 def profile_models(out: Path, cfg, fast: bool) -> dict[str, dict]:
-    """params, GMACs and CPU latency (batch 1) of the teacher and student architectures (cached in DIR)."""
+    """params, GMACs and CPU latency (batch 1, one thread) of the teacher and student architectures (cached in DIR)."""
     from ikd_edu.io import write_json
 
     path = out / "profile.json"
@@ -516,9 +516,16 @@ def profile_models(out: Path, cfg, fast: bool) -> dict[str, dict]:
         from ikd_edu.profile import count_macs, count_params, measure_latency
 
         model = build_model(name, num_joints=cfg.num_joints).eval()
-        with torch.no_grad():
-            latency = measure_latency(model, size, batch=1, device="cpu", warmup=1 if fast else 3,
-                                      iters=2 if fast else 20)
+        # batch 1 on one thread: with OMP_WAIT_POLICY=PASSIVE (ikd_edu/__init__.py) a second
+        # thread has to be woken for every small op, which doubles batch-1 latency (6.8 -> 13.6 ms)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.no_grad():
+                latency = measure_latency(model, size, batch=1, device="cpu", warmup=1 if fast else 3,
+                                          iters=2 if fast else 20)
+        finally:
+            torch.set_num_threads(threads)
         cache[f"{name}@{key}"] = {"params": count_params(model), "gmacs": round(count_macs(model, size) / 1e9, 4),
                                   "latency_ms": round(float(latency), 2)}
         changed = True
@@ -591,7 +598,7 @@ def format_table(rows: list[dict], seed: int) -> str:
                      f"{r['params'] / 1e6:>7.2f}M {r['gmacs']:>7.3f} {r['latency_ms']:>7.2f} {r['steps']:>6} "
                      f"{_f(r['train_s'], '.0f'):>7}s  {r['labelled_images']}")
     lines.append("AP, AR: COCO keypoint metrics x 100 on the validation images; train: seconds of training "
-                 "(teacher cache included, evaluation excluded)")
+                 "(teacher cache included, evaluation excluded); ms/img: CPU latency at batch 1 on one thread")
     return "\n".join(lines)
 
 
