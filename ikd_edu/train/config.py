@@ -570,21 +570,15 @@ def validate(cfg: Config, check_files: bool = True) -> None:
     for key in ("distill.feature_tap", "distill.structure_tap"):
         if flat[key] not in TAP_NAMES:
             raise UserError(f"{key}: unknown tap {flat[key]!r}; choose from {', '.join(TAP_NAMES)}")
-    if cfg.is_distillation and cfg.distill.teacher_cache:
-        a = cfg.data.augment
-        if a.scale_factor > 0 or (a.rotation_prob > 0 and a.rotation_factor > 0) or a.half_body_prob > 0:
-            raise UserError(
-                "distill.teacher_cache: cached teacher outputs only fit flip-only augmentation; set "
-                "data.augment.scale_factor=0, data.augment.rotation_prob=0 and data.augment.half_body_prob=0, "
-                "or distill.teacher_cache=false (teacher forward on every batch)"
-            )
-    if cfg.data.cache_crops:
-        a = cfg.data.augment
-        if a.scale_factor > 0 or (a.rotation_prob > 0 and a.rotation_factor > 0) or a.half_body_prob > 0:
-            raise UserError(
-                "data.cache_crops: cached crops only fit flip-only augmentation; set data.augment.scale_factor=0, "
-                "data.augment.rotation_prob=0 and data.augment.half_body_prob=0, or data.cache_crops=false"
-            )
+    a = cfg.data.augment
+    flip_only = not (a.scale_factor > 0 or (a.rotation_prob > 0 and a.rotation_factor > 0) or a.half_body_prob > 0)
+    set_flip_only = "data.augment.scale_factor=0, data.augment.rotation_prob=0 and data.augment.half_body_prob=0"
+    if cfg.is_distillation and cfg.distill.teacher_cache and not flip_only:
+        raise UserError(f"distill.teacher_cache: cached teacher outputs only fit flip-only augmentation; set "
+                        f"{set_flip_only}, or distill.teacher_cache=false (teacher forward on every batch)")
+    if cfg.data.cache_crops and not flip_only:
+        raise UserError(f"data.cache_crops: cached crops only fit flip-only augmentation; set {set_flip_only}, "
+                        "or data.cache_crops=false")
     if check_files and cfg.is_distillation:
         check_teacher_checkpoint(cfg)
 

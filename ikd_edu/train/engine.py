@@ -317,6 +317,13 @@ def set_train_mode(module: nn.Module, freeze_bn: bool) -> None:
                 m.eval()
 
 
+def _cache_rows(n: int, indices) -> torch.Tensor:
+    """``(n,)`` row of each dataset record in a cache built over ``indices`` (-1: not cached)."""
+    rows = torch.full((n,), -1, dtype=torch.long)
+    rows[torch.as_tensor(np.asarray(indices, dtype=np.int64))] = torch.arange(len(indices))
+    return rows
+
+
 class TeacherCache:
     """The frozen teacher's outputs, computed once per training crop and reused (``distill.teacher_cache``).
 
@@ -365,8 +372,7 @@ class TeacherCache:
                 out = teacher.forward_taps(images, names)
             for n in names:
                 chunks[n].append(out[n].detach().to(torch.float16).contiguous())
-        rows = torch.full((len(dataset),), -1, dtype=torch.long)
-        rows[torch.as_tensor(np.asarray(indices, dtype=np.int64))] = torch.arange(len(indices))
+        rows = _cache_rows(len(dataset), indices)
         return cls(rows.to(device), {n: torch.cat(v) for n, v in chunks.items()}, dataset.skeleton.flip_index)
 
     def nbytes(self) -> int:
@@ -431,8 +437,7 @@ class CropCache:
                     parts[k].append(batch[k])
             for k in stores:
                 stores[k].append(torch.cat(parts[k]))
-        rows = torch.full((len(dataset),), -1, dtype=torch.long)
-        rows[torch.as_tensor(np.asarray(indices, dtype=np.int64))] = torch.arange(len(indices))
+        rows = _cache_rows(len(dataset), indices)
         return cls(dataset, rows, *(torch.stack(stores[k]) for k in ("image", "heatmaps", "target_weight")))
 
     def nbytes(self) -> int:
