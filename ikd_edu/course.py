@@ -101,7 +101,7 @@ def course_dir() -> Path:
 def quickstart_teacher() -> Path | None:
     """``best.pt`` of a finished quickstart teacher (``$IKD_QUICKSTART_DIR``, default ``<repo>/runs/quickstart``).
 
-    README command 1 installs it (converged: 6,500 steps on 8,000 images): a much stronger teacher than
+    README command 1 trains it (converged: 6,500 steps on 8,000 images): a much stronger teacher than
     the quick mode's own, so quick-mode notebooks use it when it is there.
     """
     if os.environ.get(QUICKSTART_ENV):

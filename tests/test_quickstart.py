@@ -60,37 +60,6 @@ def test_quickstart_fast_end_to_end_and_reuse(tmp_path, capsys):
     assert re.search(r": training \d+ steps", first)
     assert [r["AP"] for r in rows2] == [r["AP"] for r in rows]
 
-    # the teacher, packed as a shipped teacher, installs into another DIR as a finished run
-    pack = Q.export_teacher(out / "teacher", out / "data", tmp_path / "teacher-pack.pt")
-    assert torch.load(pack, weights_only=True)["model"]["final_layer.weight"].dtype == torch.float16
-    t_cfg = Q.teacher_config(fast, tmp_path / "qs2", out / "data", 0, True, [])
-    assert Q._finished(t_cfg) is None
-    installed = Q.install_shipped_teacher(t_cfg, out / "data", shipped=pack)
-    assert installed is not None and Q._finished(t_cfg) is not None
-    assert abs(installed["final_checked"]["AP"] - installed["best"]["value"]) <= 0.005
-    state = torch.load(tmp_path / "qs2" / "teacher" / "best.pt", weights_only=True)["model"]
-    original = torch.load(out / "teacher" / "best.pt", weights_only=True)["model"]
-    assert state.keys() == original.keys()
-    assert all(torch.allclose(state[k].float(), original[k].float(), rtol=1e-3, atol=1e-4) for k in state)
-    assert Q.teacher_curve(tmp_path / "qs2" / "teacher") == Q.teacher_curve(out / "teacher")
-    capsys.readouterr()
-    # ... and only where it is the teacher this run would train
-    longer = dict(fast, teacher_steps=fast["teacher_steps"] + 1)
-    assert Q.install_shipped_teacher(Q.teacher_config(longer, tmp_path / "qs3", out / "data", 0, True, []),
-                                     out / "data", shipped=pack) is None
-    assert "optim differ" in capsys.readouterr().out
-    other_data = tmp_path / "other-data" / "annotations"
-    other_data.mkdir(parents=True)
-    for split in ("train", "val"):
-        text = (out / "data" / "annotations" / f"person_keypoints_{split}.json").read_text()
-        (other_data / f"person_keypoints_{split}.json").write_text(text + " ")
-    assert Q.install_shipped_teacher(t_cfg, other_data.parent, shipped=pack) is None
-    assert "data differ" in capsys.readouterr().out
-    broken = tmp_path / "broken.pt"
-    broken.write_bytes(pack.read_bytes()[:1000])  # e.g. a truncated download or a git-lfs pointer
-    assert Q.install_shipped_teacher(t_cfg, out / "data", shipped=broken) is None
-    assert "cannot read" in capsys.readouterr().out
-
 
 def test_equal_time_steps_from_timings_and_stored(tmp_path):
     labels = {"train_s": 10.0, "steps": 100}

@@ -10,10 +10,7 @@ skipped, an interrupted one resumes from its ``last.pt``):
    8,000 training / 500 validation images, in ``DIR/data`` (or ``--data``);
 2. **teacher** - ``quick-teacher`` (3.85 M params) on *all* 8,000 training images, trained to
    convergence: flip-only augmentation, 6,500 steps, Adam 2e-3 x0.1 at 4,500 and 5,750
-   (``TEACHER_RECIPE``), AP every 250 steps. That takes ~30 min on 2 cores, so the package
-   ships the result (``ikd_edu/weights/quick-teacher.pt``): it is installed into ``DIR/teacher``
-   when its recipe and the data's sha256 match this run and its AP checks out on the
-   validation images (:func:`install_shipped_teacher`); ``--train-teacher`` trains it here.
+   (``TEACHER_RECIPE``), AP every 250 steps: ~31 min on 2 cores, the longest stage.
    Once per ``DIR`` (like a released checkpoint); later seeds reuse it;
 3. **students** - ``quick-student`` (0.57 M params) trained on only **500 labelled images**
    (``data.label_subset``; the same 500 for every variant and seed), every variant with the
@@ -95,14 +92,9 @@ FAST = {
 #: students), Adam at 2e-3 after a linear warm-up, then x0.1 twice (the reference's step
 #: schedule), milestones as fractions of the schedule: 200 / 4,500 / 5,750 of 6,500 steps
 TEACHER_RECIPE = {"warmup": 200 / 6500, "milestones": (4500 / 6500, 5750 / 6500), "gamma": 0.1}
-#: the converged teacher, trained by ``ikd-edu quickstart --train-teacher`` and shipped with the
-#: package (float16 weights + its config, curves and data fingerprint): see install_shipped_teacher
-SHIPPED_TEACHER = Path(__file__).resolve().parent.parent / "weights" / "quick-teacher.pt"
-SHIPPED_FORMAT = "ikd-edu-shipped-teacher/1"
 #: seconds per image / step on 2 idle cores, evaluation included (README command 1 in a fresh clone,
-#: seed 0: data 32 s, students 70-83 s / 800 steps; teacher 1,869 s / 6,500 steps with --train-teacher)
-EXPECTED = {"data_per_image": 0.004, "teacher_step": 0.29, "student_step": 0.088, "kd_student_step": 0.1,
-            "shipped_teacher": 15.0}
+#: seed 0: data 32 s, students 70-83 s / 800 steps; teacher 1,869 s / 6,500 steps incl. 26 evaluations)
+EXPECTED = {"data_per_image": 0.004, "teacher_step": 0.29, "student_step": 0.088, "kd_student_step": 0.1}
 
 
 # --------------------------------------------------------------------------------------
@@ -117,10 +109,8 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                         help="synthetic data folder (generated there if missing) [DIR/data]")
     parser.add_argument("--fast", action="store_true",
                         help="smoke test: tiny data and a few steps (seconds; the numbers mean nothing)")
-    parser.add_argument("--train-teacher", action="store_true",
-                        help="train the teacher here (~30 min on 2 cores) instead of installing the shipped one")
     parser.add_argument("--teacher-steps", type=int, default=None, metavar="N",
-                        help=f"teacher schedule length (implies training it) [{SETTINGS['teacher_steps']}]")
+                        help=f"teacher schedule length [{SETTINGS['teacher_steps']}]")
     parser.add_argument("--student-steps", type=int, default=None, metavar="N",
                         help=f"steps of every student variant [{SETTINGS['student_steps']}]")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -129,8 +119,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cli_main(args: argparse.Namespace) -> int:
     rows = run_quickstart(args.out, seed=args.seed, data=args.data, fast=args.fast, overrides=args.overrides,
-                          teacher_steps=args.teacher_steps, student_steps=args.student_steps,
-                          train_teacher=args.train_teacher)
+                          teacher_steps=args.teacher_steps, student_steps=args.student_steps)
     return 0 if rows else 1
 
 
@@ -151,7 +140,6 @@ def settings(fast: bool = False) -> dict:
 
     s = dict(SETTINGS)
     quick = load_config("quick", role="teacher", check_files=False)
-    s.setdefault("teacher_steps", quick.optim.steps)
     s.setdefault("batch_size", quick.optim.batch_size)
     if fast:
         s.update(FAST)
@@ -186,106 +174,6 @@ def teacher_config(s: dict, out: Path, data_root: Path, seed: int, fast: bool, e
         f"run.log_every={min(every, 250)}", f"run.out_dir={out / 'teacher'}", f"run.seed={seed}",
     ]
     return load_config("quick", overrides + list(extra), role="teacher")
-
-
-def data_fingerprint(data_root: Path) -> dict[str, str]:
-    """sha256 of the synthetic set's train and val annotation files (the generator is byte-deterministic)."""
-    import hashlib
-
-    out = {}
-    for split in ("train", "val"):
-        path = Path(data_root) / "annotations" / f"person_keypoints_{split}.json"
-        out[split] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
-    return out
-
-
-def export_teacher(run_dir: str | os.PathLike, data_root: str | os.PathLike, dest: str | os.PathLike = SHIPPED_TEACHER) -> Path:
-    """Pack a finished teacher run as a shipped teacher: float16 weights, config, summary, curves, data fingerprint.
-
-    ``run_dir`` is the teacher's run folder (``DIR/teacher`` of a quickstart); ``data_root`` the
-    synthetic set it was trained on. Written atomically; ~7.7 MB for ``quick-teacher``.
-    """
-    import torch
-
-    from ikd_edu.io import load_torch, save_torch
-
-    run_dir = Path(run_dir)
-    summary = json.loads((run_dir / "summary.json").read_text())
-    if not summary.get("final"):
-        raise UserError(f"{run_dir} has no finished teacher run (summary.json without a final evaluation)")
-    ckpt = load_torch(run_dir / "best.pt")
-    state = {k: (v.half() if v.is_floating_point() else v) for k, v in ckpt["model"].items()}
-    summary = {k: v for k, v in summary.items() if k not in ("paths", "out_dir")}
-    files = {name: (run_dir / name).read_text() for name in ("eval.csv", "metrics.csv") if (run_dir / name).is_file()}
-    save_torch(dest, {"format": SHIPPED_FORMAT, "model": state, "model_name": ckpt.get("model_name", ""),
-                      "config": ckpt["config"], "summary": summary, "files": files,
-                      "data": data_fingerprint(Path(data_root)), "torch": str(torch.__version__)})
-    return Path(dest)
-
-
-def install_shipped_teacher(t_cfg, data_root: Path, shipped: Path = SHIPPED_TEACHER, check: bool = True) -> dict | None:
-    """Put the shipped teacher into ``t_cfg.run.out_dir`` as a finished run, if it is the one ``t_cfg`` would train.
-
-    It is used only when it was trained with the same schedule and model on byte-identical
-    data (annotation sha256). The installed ``best.pt`` is then evaluated on the validation
-    set; an AP more than 0.5 AP away from the recorded one (other images, other library
-    versions) means it is not used. Returns the run summary, or None (then train the teacher).
-    """
-    import torch
-
-    from ikd_edu.io import load_torch, save_torch, write_json
-    from ikd_edu.train.config import config_from_dict, save_config
-    from ikd_edu.train.engine import CHECKPOINT_FORMAT, evaluate_checkpoint
-
-    if not Path(shipped).is_file():
-        return None
-    try:
-        pack = load_torch(shipped)
-    except UserError as exc:
-        _say(f"      shipped teacher: {exc}; training instead")
-        return None
-    if not isinstance(pack, dict) or pack.get("format") != SHIPPED_FORMAT:
-        _say(f"      shipped teacher {shipped}: not a {SHIPPED_FORMAT} file; training instead")
-        return None
-    saved = config_from_dict(pack["config"])
-    mismatch = [key for key, a, b in (
-        ("model", saved.model.teacher, t_cfg.model.teacher),
-        ("optim", saved.optim, t_cfg.optim),
-        ("input size", tuple(saved.data.input_size), tuple(t_cfg.data.input_size)),
-        ("augmentation", saved.data.augment, t_cfg.data.augment),
-        ("data", pack["data"], data_fingerprint(data_root)),
-    ) if a != b]
-    if mismatch:
-        _say(f"      shipped teacher: not used, its {' / '.join(mismatch)} differ from this run's; training instead")
-        return None
-    out_dir = Path(t_cfg.run.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary = dict(pack["summary"])
-    steps = int(summary["steps"])
-    save_torch(out_dir / "best.pt", {
-        "format": CHECKPOINT_FORMAT, "model": {k: (v.float() if v.is_floating_point() else v) for k, v in pack["model"].items()},
-        "distill": {}, "model_name": pack.get("model_name", ""), "position": {"epoch": 0, "batch": 0, "step": steps},
-        "config": pack["config"], "best": summary.get("best", {}), "metrics": summary.get("final", {}),
-        "timing": {k: summary.get(k, 0.0) for k in ("train_s", "eval_s", "teacher_cache_s")},
-    })
-    save_config(saved, out_dir / "config.yaml")
-    for name, text in pack.get("files", {}).items():
-        from ikd_edu.io import atomic_write
-
-        with atomic_write(out_dir / name) as fh:
-            fh.write(text)
-    if check:
-        got = evaluate_checkpoint(t_cfg, out_dir / "best.pt")
-        want = float(summary["best"]["value"])  # best.pt is the checkpoint of the best AP
-        if not abs(float(got["AP"]) - want) <= 0.005:
-            (out_dir / "best.pt").unlink()
-            _say(f"      shipped teacher: AP {got['AP']:.3f} here vs {want:.3f} when it was trained; not used, training instead")
-            return None
-        summary["final_checked"] = {k: got[k] for k in ("AP", "AR") if k in got}
-    summary.update(out_dir=str(out_dir), shipped=str(shipped), torch_trained=pack.get("torch", ""),
-                   torch_here=str(torch.__version__))
-    write_json(out_dir / "summary.json", summary)
-    return summary
 
 
 def student_config(s: dict, out: Path, data_root: Path, seed: int, name: str, terms: list[str], steps: int,
@@ -337,7 +225,7 @@ def _train_or_reuse(cfg, label: str, expected_s: float | None) -> dict:
 
 def run_quickstart(out: str | os.PathLike, seed: int = 0, data: str | os.PathLike | None = None, fast: bool = False,
                    overrides: list[str] | None = None, teacher_steps: int | None = None,
-                   student_steps: int | None = None, train_teacher: bool = False) -> list[dict]:
+                   student_steps: int | None = None) -> list[dict]:
     """Run (or finish, or reuse) every stage; return this seed's result rows (also in ``out/results.json``)."""
     t0 = time.time()
     out = Path(out)
@@ -351,10 +239,8 @@ def run_quickstart(out: str | os.PathLike, seed: int = 0, data: str | os.PathLik
     extra = list(overrides or [])
     data_root = Path(data) if data else out / "data"
     n_kd = sum(1 for t in STUDENTS.values() if t)
-    shipped = (not train_teacher and not fast and SHIPPED_TEACHER.is_file()
-               and s["teacher_steps"] == SETTINGS["teacher_steps"] and s["images"] == SETTINGS["images"])
-    teacher_s = EXPECTED["shipped_teacher"] if shipped else EXPECTED["teacher_step"] * s["teacher_steps"]
-    expected_total = (EXPECTED["data_per_image"] * (s["images"] + s["val_images"]) + teacher_s
+    expected_total = (EXPECTED["data_per_image"] * (s["images"] + s["val_images"])
+                      + EXPECTED["teacher_step"] * s["teacher_steps"]
                       + s["student_steps"] * (EXPECTED["student_step"] + n_kd * EXPECTED["kd_student_step"])
                       + s["student_steps"] * EXPECTED["kd_student_step"])
     _say(f"ikd-edu quickstart: out {out}, seed {seed}{' (--fast smoke test)' if fast else ''}; "
@@ -374,17 +260,7 @@ def run_quickstart(out: str | os.PathLike, seed: int = 0, data: str | os.PathLik
     t_cfg = teacher_config(s, out, data_root, seed, fast, extra)
     _say(f"[2/4] teacher: {t_cfg.model.teacher} on all {s['images']} images, {s['teacher_steps']} steps, "
          f"AP every {t_cfg.run.eval_every} steps")
-    teacher = None
-    if _finished(t_cfg) is None and not train_teacher and not fast:
-        teacher = install_shipped_teacher(t_cfg, data_root)
-        if teacher is not None:
-            ap = teacher["best"]["value"]
-            _say(f"      teacher: the shipped converged teacher ({s['teacher_steps']} steps, "
-                 f"{teacher.get('train_s', 0) / 60:.0f} min of training on 2 cores; best AP {ap:.3f}, checked here: "
-                 f"{teacher['final_checked']['AP']:.3f}) -> {t_cfg.run.out_dir}; --train-teacher trains it instead")
-            teacher["reused"] = True
-    if teacher is None:
-        teacher = _train_or_reuse(t_cfg, "teacher", EXPECTED["teacher_step"] * s["teacher_steps"])
+    teacher = _train_or_reuse(t_cfg, "teacher", EXPECTED["teacher_step"] * s["teacher_steps"])
     curve = teacher_curve(Path(t_cfg.run.out_dir))
     if curve:
         _say("      teacher AP by step: " + ", ".join(f"{st}: {ap:.3f}" for st, ap in curve))
