@@ -1,6 +1,6 @@
 """Codec speed: vectorised torch (ikd_edu.codec) vs a per-joint Python loop of the same conventions.
 
-Usage: python benchmarks/bench_codec.py [--batch 64] [--joints 17] [--size 64x48] [--repeats 20]
+Usage: python benchmarks/bench_codec.py [--batch 64] [--joints 17] [--size 64x48] [--repeats 50]
 
 Times encode (reference and unbiased), decode (quarter and DARK) for a batch of N x K maps
 and prints a table: best-of-`repeats` milliseconds per call of the per-joint loop and of the
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--joints", type=int, default=17, help="joints K")
     parser.add_argument("--size", default="64x48", help="heatmap HxW")
     parser.add_argument("--sigma", type=float, default=2.0)
-    parser.add_argument("--repeats", type=int, default=20, help="timed runs per cell (best is reported)")
+    parser.add_argument("--repeats", type=int, default=50, help="timed runs per cell (best is reported)")
     args = parser.parse_args(argv)
     all_threads = torch.get_num_threads()
     h, w = (int(v) for v in args.size.split("x"))

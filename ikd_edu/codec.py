@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import functools
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -249,18 +249,63 @@ def _blur(hm: torch.Tensor, kernel: int) -> torch.Tensor:
     return x * torch.where(nonzero, old_max / torch.where(nonzero, new_max, torch.ones_like(new_max)), torch.ones_like(new_max))
 
 
-_POOL: ThreadPoolExecutor | None = None
-_POOL_KEY: tuple[int, int] = (0, 0)  # (pid, workers) of _POOL
 _PARALLEL_MIN_ELEMENTS = 1 << 20  # below ~1 M values (4 MB) one thread is faster than a hand-off
 
 
-def _pool(workers: int) -> ThreadPoolExecutor:
-    """A lazily made thread pool, made again after ``fork`` (a forked child has the object, not the threads)."""
-    global _POOL, _POOL_KEY
-    if _POOL is None or _POOL_KEY[0] != os.getpid() or _POOL_KEY[1] < workers:
-        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ikd-edu-argmax")
-        _POOL_KEY = (os.getpid(), workers)
-    return _POOL
+class _ArgmaxWorker:
+    """A daemon thread that runs ``np.argmax(rows, -1, out)`` when asked.
+
+    Two locks hand the job over and back (a ``ThreadPoolExecutor``'s queue and ``Future``
+    cost ~15 us more per round trip on a 2-core VM).
+    """
+
+    def __init__(self) -> None:
+        self._go, self._done = threading.Lock(), threading.Lock()
+        self._go.acquire()
+        self._done.acquire()
+        self._job: tuple[np.ndarray, np.ndarray] | None = None
+        self._error: BaseException | None = None
+        threading.Thread(target=self._loop, name="ikd-edu-argmax", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            self._go.acquire()
+            try:
+                rows, out = self._job
+                np.argmax(rows, -1, out)
+            except BaseException as exc:  # handed to the caller of wait()
+                self._error = exc
+            self._done.release()
+
+    def start(self, rows: np.ndarray, out: np.ndarray) -> None:
+        self._job = (rows, out)
+        self._go.release()
+
+    def wait(self) -> bool:
+        """Block until the job is done (re-raising its exception); whether the job was still running."""
+        running = not self._done.acquire(blocking=False)
+        if running:
+            self._done.acquire()
+        self._job, error, self._error = None, self._error, None
+        if error is not None:
+            raise error
+        return running
+
+
+_WORKERS: list[_ArgmaxWorker] = []
+_WORKERS_LOCK = threading.Lock()  # one parallel argmax at a time; a concurrent caller runs on its own thread
+_CALLER_SHARE: dict[int, float] = {}  # threads -> share of the rows the calling thread takes (learned)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has the worker objects but not their threads (and maybe a held lock)."""
+    global _WORKERS_LOCK
+    _WORKERS.clear()
+    _WORKERS_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _argmax_rows_numpy(flat: np.ndarray) -> np.ndarray:
@@ -268,20 +313,41 @@ def _argmax_rows_numpy(flat: np.ndarray) -> np.ndarray:
 
     NumPy's SIMD argmax releases the GIL, so row blocks run in parallel threads: one pass
     over memory is most of the cost of decoding (13 MB for 64 x 17 maps of 64 x 48) and one
-    core alone cannot read it as fast as two can (0.45 -> 0.30 ms on 2 cores).
-    (``torch.argmax`` is not vectorised on CPUs in torch 2.14: 6x slower than NumPy.)
+    core alone cannot read it as fast as two can. (``torch.argmax`` is not vectorised on
+    CPUs in torch 2.14: 2.8 ms here, 7x NumPy's 0.40 ms on one thread.)
+
+    Balanced by measurement. Waking a sleeping thread costs the waker ~22 us on a 2-core VM
+    (the other vCPU is halted) and the worker starts ~30 us after the call; a caller that
+    then has to wait for a worker pays another wake-up (~45 us) on top of the gap, while a
+    caller that ends last pays only the gap. So the caller's share of the rows is tuned, call
+    by call, until it waits in about one call in ten (stochastic quantile tracking: +0.009
+    after a wait, -0.001 otherwise; it settles at 0.51-0.54 of the rows on 2 cores). With
+    lock hand-offs instead of a ``ThreadPoolExecutor``: 0.305 -> 0.275 ms (best of 400;
+    median 0.335 -> 0.296) for 64 x 17 maps of 64 x 48 on 2 cores.
     """
     m = flat.shape[0]
     out = np.empty(m, np.int64)
     threads = min(torch.get_num_threads(), m, 8)
-    if threads < 2 or flat.size < _PARALLEL_MIN_ELEMENTS:
+    if threads < 2 or flat.size < _PARALLEL_MIN_ELEMENTS or not _WORKERS_LOCK.acquire(blocking=False):
         return np.argmax(flat, -1, out)
-    bounds = [m * i // threads for i in range(threads + 1)]
-    pool = _pool(threads - 1)
-    futures = [pool.submit(np.argmax, flat[a:b], -1, out[a:b]) for a, b in zip(bounds[1:-1], bounds[2:])]
-    np.argmax(flat[: bounds[1]], -1, out[: bounds[1]])  # the calling thread takes the first block
-    for f in futures:
-        f.result()
+    lock = _WORKERS_LOCK
+    try:
+        while len(_WORKERS) < threads - 1:
+            _WORKERS.append(_ArgmaxWorker())
+        share = _CALLER_SHARE.get(threads, 1 / threads)
+        first = min(max(round(m * share), 1), m - threads + 1)  # every thread gets at least one row
+        bounds = [first + (m - first) * i // (threads - 1) for i in range(threads)]
+        workers = _WORKERS[: threads - 1]
+        for worker, a, b in zip(workers, bounds[:-1], bounds[1:]):
+            worker.start(flat[a:b], out[a:b])
+        np.argmax(flat[:first], -1, out[:first])
+        waited = any([worker.wait() for worker in workers])
+    except BaseException:  # e.g. Ctrl-C in a notebook while a worker still runs: never hand it another job
+        _WORKERS.clear()
+        raise
+    finally:
+        lock.release()
+    _CALLER_SHARE[threads] = min(max(share + 0.01 * (waited - 0.1), 0.5 / threads), 0.9)
     return out
 
 
@@ -303,33 +369,47 @@ def _argmax(hm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 @functools.lru_cache(maxsize=8)
-def _neighbour_offsets(m: int, size: int, w: int) -> np.ndarray:
-    """``(M, 5)`` flat offsets of map ``i``'s pixels ``+1, +w, -1, -w, 0`` from the start of the batch."""
-    return np.arange(0, m * size, size)[:, None] + np.array([1, w, -1, -w, 0])
+def _quarter_tables(m: int, h: int, w: int, dtype: type) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lookup tables of ``"quarter"`` decoding for ``m`` maps of ``h x w``, per pixel index ``i``:
+
+    * ``xy (2, h w)``: its ``(x, y)`` as ``dtype``;
+    * ``near (5, h w)``: the indices ``i + (1, w, -1, -w, 0)`` of its right, lower, left and
+      upper neighbours and of itself where the quarter shift applies (``1 < x < w-1``,
+      ``1 < y < h-1``), and ``i`` five times elsewhere (so the differences, and the shift, are 0);
+    * ``starts (m,)``: the index of each map's first pixel in the batch.
+    """
+    i = np.arange(h * w)
+    y, x = np.divmod(i, w)
+    inside = (x > 1) & (x < w - 1) & (y > 1) & (y < h - 1)
+    near = i + np.where(inside, np.array([1, w, -1, -w, 0])[:, None], 0)
+    return np.stack([x, y]).astype(dtype), near, np.arange(0, m * h * w, h * w)
 
 
 def _decode_quarter_numpy(hm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``"quarter"`` decoding of a CPU float tensor ``(N, K, h, w)`` in NumPy: same result as the torch path.
+    """``"quarter"`` decoding of a contiguous CPU float tensor ``(N, K, h, w)`` in NumPy: same result as the torch path.
 
-    After the argmax the work is on ``N K`` scalars, where a NumPy op costs ~2 us and a torch
-    op ~10 us: 0.71 -> 0.47 ms for 64 x 17 maps of 64 x 48 on 2 cores (benchmarks/bench_codec.py).
+    After the argmax the work is on ``M = N K`` scalars, where a NumPy op costs a few us (5-20
+    with the caches just flushed by the pass over the maps) and a torch op more; lookup tables
+    (:func:`_quarter_tables`) replace the divmod, the border test and the masks, and a
+    ``(5, M)`` layout keeps every op contiguous. 64 x 17 maps of 64 x 48 on 2 cores
+    (benchmarks/bench_codec.py, best of 50): 0.71 ms (torch ops) -> 0.50 (NumPy) -> 0.35-0.39
+    (tables, balanced split), of which ~0.22 is the pass over the maps.
     """
     n, k, h, w = hm.shape
-    m, size = n * k, h * w
-    flat = hm.detach().numpy().reshape(m, size)
+    m = n * k
+    flat = (hm.detach() if hm.requires_grad else hm).numpy().reshape(m, h * w)
     idx = _argmax_rows_numpy(flat)  # (M,)
-    # the map at the argmax's right, lower, left and upper neighbours and at the argmax, one
-    # gather (M, 5); clipping only moves neighbours of maps that are not shifted anyway
-    near = flat.reshape(-1).take(idx[:, None] + _neighbour_offsets(m, size, w), mode="clip")
-    maxvals = near[:, 4]
-    py, px = np.divmod(idx, w)
-    positive = maxvals > 0  # reference mask: pred *= (maxval > 0)
-    inside = positive & (px > 1) & (px < w - 1) & (py > 1) & (py < h - 1)  # reference: 1 < px < w-1
-    coords = np.stack([px, py], -1).astype(flat.dtype)  # (M, 2)
-    coords[~positive] = 0
-    shift = np.sign(near[:, :2] - near[:, 2:4])  # (M, 2): sign(H[x+1] - H[x-1]), sign(H[y+1] - H[y-1])
+    xy, near, starts = _quarter_tables(m, h, w, flat.dtype.type)
+    pos = near.take(idx, 1)  # (5, M): right, lower, left, upper neighbour and argmax, in each map
+    pos += starts  # ... in the batch
+    values = flat.take(pos)  # (5, M)
+    maxvals = values[4]
+    shift = np.subtract(values[:2], values[2:4], out=values[:2])  # (2, M): H[x+1] - H[x-1], H[y+1] - H[y-1]
+    np.sign(shift, out=shift)
     shift *= 0.25
-    np.add(coords, shift, out=coords, where=inside[:, None])
+    coords = np.add(shift.T, xy.take(idx, 1).T, order="C")  # (M, 2)
+    if not maxvals.min() > 0:  # reference mask: pred *= (maxval > 0); NaN is not > 0
+        coords[~(maxvals > 0)] = 0
     coords_t = torch.from_numpy(coords.reshape(n, k, 2))
     if hm.requires_grad:  # maxvals stay differentiable w.r.t. the heatmaps
         idx_t = torch.from_numpy(idx.reshape(n, k, 1))
@@ -369,6 +449,10 @@ def decode_heatmaps(
         integer argmax), float32 (float64 if the heatmaps are float64). Coordinates of maps
         whose maximum is ``<= 0`` are ``(0, 0)`` (reference mask); weight them by ``maxvals``.
     """
+    if (method == "quarter" and isinstance(heatmaps, torch.Tensor) and heatmaps.is_cpu
+            and heatmaps.dtype in (torch.float32, torch.float64) and heatmaps.dim() == 4
+            and heatmaps.is_contiguous() and heatmaps.numel()):
+        return _decode_quarter_numpy(heatmaps)  # the common case in fewer torch calls (each ~3 us with cold caches)
     if method not in DECODE_METHODS:
         raise ValueError(f"method must be one of {DECODE_METHODS}, got {method!r}")
     hm = _check_heatmaps(heatmaps)
@@ -376,7 +460,10 @@ def decode_heatmaps(
     if n * k == 0 or h == 0 or w == 0:
         raise ValueError(f"heatmaps must not be empty, got shape {tuple(hm.shape)}")
     cdt = torch.float64 if hm.dtype == torch.float64 else torch.float32
-    hm = hm.to(cdt).contiguous()
+    if hm.dtype != cdt:
+        hm = hm.to(cdt)
+    if not hm.is_contiguous():
+        hm = hm.contiguous()
 
     if method == "quarter" and hm.device.type == "cpu":
         return _decode_quarter_numpy(hm)

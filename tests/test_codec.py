@@ -185,7 +185,7 @@ def test_decode_matches_reference_loop(method):
         np.testing.assert_array_equal(coords[1, 0].numpy(), [1, 1])
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_decode_large_batch_threads_match_reference_loop(threads, dtype):
     # 24 x 17 maps of 64 x 48 = 1.25 M values: above the size where CPU decoding splits the
@@ -207,22 +207,127 @@ def test_decode_large_batch_threads_match_reference_loop(threads, dtype):
     assert coords[22, 3, 0] == 8.25  # the first of the tie (x = 8) wins, shifted towards its equal right neighbour
 
 
+def _large_maps(seed, n=24):
+    return torch.from_numpy(np.random.default_rng(seed).normal(size=(n, 17, H, W)).astype(np.float32))
+
+
+@pytest.mark.parametrize("share", [0.0, 0.05, 0.5, 0.9, 1.0])
+def test_decode_large_batch_any_row_split_gives_the_same_result(share):
+    # the calling thread's share of the rows is learned at run time; whatever it is (even the
+    # extremes, clamped so that every thread gets a row), the result must be the loop's
+    from ikd_edu import codec
+
+    hms = _large_maps(7)
+    before, saved = torch.get_num_threads(), dict(codec._CALLER_SHARE)
+    torch.set_num_threads(2)
+    try:
+        codec._CALLER_SHARE[2] = share
+        coords, maxvals = decode_heatmaps(hms, "quarter")
+        assert 0.25 <= codec._CALLER_SHARE[2] <= 0.9  # one update, kept within its bounds
+    finally:
+        torch.set_num_threads(before)
+        codec._CALLER_SHARE.clear()
+        codec._CALLER_SHARE.update(saved)
+    ref_coords, ref_max = loop_decode(hms.numpy().astype(np.float64), "quarter")
+    np.testing.assert_array_equal(coords.numpy(), ref_coords)
+    np.testing.assert_allclose(maxvals.numpy(), ref_max, atol=1e-6)
+
+
+def test_decode_from_several_python_threads_at_once():
+    # one split argmax at a time owns the worker threads; a concurrent caller decodes on its
+    # own thread instead of waiting or mixing jobs up (daemon threads: a hang fails, not blocks)
+    import threading
+
+    batches = [_large_maps(10 + i) for i in range(4)]
+    expected = [loop_decode(b.numpy().astype(np.float64), "quarter")[0] for b in batches]
+    results: dict[int, list] = {}
+
+    def decode_five(i):
+        results[i] = [decode_heatmaps(batches[i], "quarter")[0] for _ in range(5)]
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        threads = [threading.Thread(target=decode_five, args=(i,), daemon=True) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not any(t.is_alive() for t in threads), "concurrent decoding hung"
+    finally:
+        torch.set_num_threads(before)
+    for i, want in enumerate(expected):
+        for coords in results[i]:
+            np.testing.assert_array_equal(coords.numpy(), want)
+
+
+def test_decode_after_an_interrupted_decode(monkeypatch):
+    # Ctrl-C (KeyboardInterrupt) while the caller waits for a worker: the next decode must not
+    # hand a job to a worker that may still be busy (it would hang or mix results up)
+    import threading
+
+    from ikd_edu import codec
+
+    hms = _large_maps(9)
+    expected = loop_decode(hms.numpy().astype(np.float64), "quarter")[0]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        decode_heatmaps(hms, "quarter")  # workers exist
+        real_wait = codec._ArgmaxWorker.wait
+
+        def interrupted(self):  # interrupted before the worker is done (or waited for)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(codec._ArgmaxWorker, "wait", interrupted)
+        busy = list(codec._WORKERS)
+        with pytest.raises(KeyboardInterrupt):
+            decode_heatmaps(hms, "quarter")
+        assert not set(map(id, codec._WORKERS)) & set(map(id, busy)), "a possibly busy worker is kept"
+        monkeypatch.setattr(codec._ArgmaxWorker, "wait", real_wait)
+        results = []
+        t = threading.Thread(target=lambda: results.extend(decode_heatmaps(hms, "quarter")[0] for _ in range(5)),
+                             daemon=True)
+        t.start()
+        t.join(timeout=60)
+        assert not t.is_alive(), "decoding after an interrupted decode hung"
+    finally:
+        torch.set_num_threads(before)
+    assert len(results) == 5
+    for coords in results:
+        np.testing.assert_array_equal(coords.numpy(), expected)
+
+
+def test_argmax_worker_hands_errors_back_and_keeps_working():
+    from ikd_edu.codec import _ArgmaxWorker
+
+    worker = _ArgmaxWorker()
+    rows = np.random.default_rng(8).normal(size=(6, 20))
+    worker.start(rows, np.empty(5, np.int64))  # wrong output length
+    with pytest.raises(ValueError):
+        worker.wait()
+    out = np.empty(6, np.int64)
+    worker.start(rows, out)
+    worker.wait()
+    assert (out == rows.argmax(-1)).all()
+
+
 def _decode_in_child(queue):
     hms = torch.from_numpy(np.random.default_rng(6).normal(size=(24, 17, H, W)).astype(np.float32))
     queue.put(decode_heatmaps(hms, "quarter")[0].sum().item())
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="fork start method is POSIX-only")
-def test_decode_thread_pool_survives_fork():
-    # a DataLoader worker is a fork of a process whose decoding thread pool already ran: the
-    # child has the pool object but not its threads, and must not wait on them forever
+def test_decode_worker_threads_survive_fork():
+    # a DataLoader worker is a fork of a process whose decoding worker threads already ran: the
+    # child has the worker objects but not their threads, and must not wait on them forever
     import multiprocessing as mp
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         hms = torch.from_numpy(np.random.default_rng(6).normal(size=(24, 17, H, W)).astype(np.float32))
-        expected = decode_heatmaps(hms, "quarter")[0].sum().item()  # the pool now exists here
+        expected = decode_heatmaps(hms, "quarter")[0].sum().item()  # the workers now exist here
         ctx = mp.get_context("fork")
         queue = ctx.Queue()
         child = ctx.Process(target=_decode_in_child, args=(queue,))
@@ -231,7 +336,7 @@ def test_decode_thread_pool_survives_fork():
         alive = child.is_alive()
         if alive:
             child.kill()
-        assert not alive, "decoding in a forked child hung (thread pool inherited across fork)"
+        assert not alive, "decoding in a forked child hung (worker threads inherited across fork)"
         assert child.exitcode == 0 and queue.get(timeout=5) == expected
     finally:
         torch.set_num_threads(before)
