@@ -80,36 +80,56 @@ def test_summarize_seeds_mean_and_spread():
     assert summary["student-ikd"]["n"] == 2
 
 
-def test_teacher_cache_warp_matches_flipped_crops(tmp_path):
-    """A flipped crop's targets == the cache's warp of the unflipped crop's (flip_back + one column)."""
-    from ikd_edu.data.coco import TopDownCocoDataset
-    from ikd_edu.data.synthetic import ensure_synthetic
-    from ikd_edu.data.transforms import AugmentConfig
-    from ikd_edu.skeleton import COCO
-    from ikd_edu.train.engine import TeacherCache
+@pytest.mark.parametrize("structure_tap", ["layer4", "deconv1"])
+def test_teacher_cache_equals_teacher_on_the_crops_the_student_sees(tmp_path, structure_tap):
+    """Every cached tap == the teacher's forward pass on the training crop, flipped and unflipped (float16)."""
+    import dataclasses
 
-    root = ensure_synthetic(tmp_path / "d", 4, seed=3, val_images=1, progress=False)
-    common = dict(ann_file=root / "annotations/person_keypoints_train.json", image_dir=root / "train",
-                  input_size=(128, 96), heatmap_size=(32, 24), train=True)
-    plain = TopDownCocoDataset(**common, augment=AugmentConfig(scale_factor=0, rotation_prob=0, flip_prob=0))
-    flipped = TopDownCocoDataset(**common, augment=AugmentConfig(scale_factor=0, rotation_prob=0, flip_prob=1))
-    n = len(plain)
-    hm = torch.stack([plain[i]["heatmaps"] for i in range(n)])
-    feat = torch.randn(n, 8, 4, 3)
-    cache = TeacherCache(torch.arange(n), {"heatmaps": hm.half(), "layer4": feat.half()}, COCO.flip_index)
+    from ikd_edu.data.synthetic import ensure_synthetic
+    from ikd_edu.models import build_model
+    from ikd_edu.train.config import load_config
+    from ikd_edu.train.engine import TeacherCache, build_dataset
+
+    root = ensure_synthetic(tmp_path / "d", 6, seed=3, val_images=1, progress=False)
+    cfg = load_config("quick", [f"data.root={root}", "data.synthetic_images=6", "data.synthetic_val_images=1",
+                                "data.augment.scale_factor=0", "data.augment.rotation_prob=0",
+                                "data.augment.half_body_prob=0", "distill.terms=logit,feature,structure",
+                                f"distill.structure_tap={structure_tap}", "distill.teacher_cache=true",
+                                "data.num_workers=0", "run.eval_batch_size=4"], role="student", check_files=False)
+    train_set = build_dataset(cfg, "train")
+    torch.manual_seed(0)
+    teacher = build_model(cfg.model.teacher).eval()
+    for m in teacher.modules():  # a non-trivial BN so that the teacher is far from mirror-symmetric
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    names = sorted({"heatmaps", cfg.distill.feature_tap, structure_tap})
+    n = len(train_set)
     idx = torch.arange(n)
-    got = cache.lookup(idx, torch.ones(n, dtype=torch.bool))
-    want = torch.stack([flipped[i]["heatmaps"] for i in range(n)])
-    # compare joints that are inside both crops, away from the first column (the shift's edge)
-    w = torch.stack([plain[i]["target_weight"] * flipped[i]["target_weight"][COCO.flip_index] for i in range(n)])
-    w = w[:, COCO.flip_index]
-    mask = (w > 0)[..., None, None].expand_as(want).clone()
-    mask[..., 0] = False
-    assert mask.any()
-    torch.testing.assert_close(got["heatmaps"][mask], want[mask], atol=2e-3, rtol=0)
-    torch.testing.assert_close(got["layer4"], feat.half().float().flip(-1))
-    same = cache.lookup(idx, torch.zeros(n, dtype=torch.bool))
-    torch.testing.assert_close(same["heatmaps"], hm.half().float())
+    cache = TeacherCache.build(teacher, train_set, idx.tolist(), names, cfg, torch.device("cpu"))
+    assert cache.taps["heatmaps"].shape[:2] == (2, n)
+    for flip in (False, True):
+        crops = dataclasses.replace(train_set.augment, flip_prob=1.0 if flip else 0.0)
+        fixed = __import__("copy").copy(train_set)
+        fixed.augment = crops
+        images = torch.stack([fixed[i]["image"] for i in range(n)])  # the crops the student is trained on
+        with torch.no_grad():
+            want = teacher.forward_taps(images, names)
+        got = cache.lookup(idx, torch.full((n,), flip))
+        for name in names:
+            # float16 storage: equal to the on-the-fly output to float16 rounding
+            torch.testing.assert_close(got[name], want[name], rtol=2e-3, atol=1e-5, msg=f"{name}, flip {flip}")
+    mixed = torch.tensor([i % 2 == 1 for i in range(n)])
+    both = cache.lookup(idx, mixed)
+    for name in names:
+        assert torch.equal(both[name][mixed], cache.taps[name][1, mixed].float())
+        assert torch.equal(both[name][~mixed], cache.taps[name][0, ~mixed].float())
+    # the mirror of the unflipped output is NOT the teacher on the flipped crop: the cache must not use it
+    from ikd_edu.codec import flip_back
+
+    real = cache.taps["heatmaps"][1].float()
+    mirrored = flip_back(cache.taps["heatmaps"][0].float(), train_set.skeleton.flip_index)
+    assert (mirrored - real).abs().max() > 0.05 * real.abs().max()
 
 
 def test_teacher_cache_needs_flip_only_augmentation(tmp_path):

@@ -101,8 +101,8 @@ class DistillConfig:
 
     with only the enabled terms present (no logit term: the first part is just ``L_gt``).
 
-    ``teacher_cache``: the frozen teacher's outputs are computed once per un-augmented
-    training crop and warped for flipped crops (:class:`ikd_edu.train.engine.TeacherCache`)
+    ``teacher_cache``: the frozen teacher's outputs are computed once for each training crop
+    and for its mirror image, both exactly (:class:`ikd_edu.train.engine.TeacherCache`),
     instead of a teacher forward pass on every batch; needs flip-only augmentation. Off by
     default; ``ikd-edu quickstart`` turns it on for its label-limited students.
     """
@@ -118,7 +118,7 @@ class DistillConfig:
     relation_weight: float = 1e-2  # delta: structure, relations between joint heatmaps
     structure_tap: str = "layer4"  # feature the pairwise affinity is computed on
     decay: str = "none"  # none | linear | cosine: distillation weights decayed to 0 over training
-    teacher_cache: bool = False  # teacher outputs computed once per un-augmented crop and reused (flip-only augmentation)
+    teacher_cache: bool = False  # teacher outputs computed once per training crop and its flip, reused (flip-only augmentation)
 
 
 @dataclass

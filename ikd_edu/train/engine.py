@@ -329,72 +329,65 @@ class TeacherCache:
 
     On a CPU the teacher's forward pass is most of a distillation step (quick preset: a
     student step with the teacher on the fly costs ~3x a plain one). The teacher is frozen,
-    so its output for a crop never changes: compute it once for the **un-augmented** crop
-    of every training record (stored at float16) and, for each augmented crop in a batch,
-    warp the cached output with the same transform. Only horizontal flips are supported
-    (the config rejects scale / rotation / half-body augmentation with the cache). The
-    flip is folded into the crop matrix with the box centre mirrored, so a flipped crop
-    is ``x -> input_w - x`` of the unflipped one, which gives, exactly for the targets:
+    so its output for a crop never changes. With flip-only augmentation a training crop is
+    a function of ``(record, flipped)`` alone, so the teacher is run once on **both**
+    versions of every training crop - unflipped and flipped, cut exactly as the training
+    dataset cuts them - and its taps are stored at float16: ``taps[name]`` is
+    ``(2, R, ...)``, index 0 unflipped, 1 flipped. A lookup is then a gather, and every
+    heatmap, feature and affinity target equals the teacher's forward pass on the very crop
+    the student sees (to float16 rounding; tested against on-the-fly outputs).
 
-    * heatmaps: :func:`ikd_edu.codec.flip_back` (mirror the columns, swap left/right
-      joints), then one column to the right (``out[..., 1:] = out[..., :-1]``, the flip
-      test's ``SHIFT_HEATMAP``): a joint at crop ``x`` sits at heatmap ``w - x/4``;
-    * feature maps: mirrored columns (the same offset is below a pixel at stride >= 8).
-
-    The warped teacher output approximates a forward pass on the flipped crop as well as
-    the flip test assumes the network is mirror-symmetric. Off by default: the default
-    (``teacher_cache=false``) runs the teacher on every augmented batch.
+    Mirroring the unflipped output instead would need a mirror-symmetric network, which a
+    trained teacher is not. The config rejects scale / rotation / half-body augmentation
+    with the cache (those crops are drawn afresh every step: run the teacher on the fly).
+    Off by default (``teacher_cache=false`` runs the teacher on every augmented batch).
     """
 
-    def __init__(self, rows: torch.Tensor, taps: dict[str, torch.Tensor], flip_index) -> None:
-        self.rows = rows  # (len(dataset),) cache row of each record, -1 = not cached
-        self.taps = taps  # name -> (R, ...) float16
-        self.flip_index = list(flip_index)
+    def __init__(self, rows: torch.Tensor, taps: dict[str, torch.Tensor]) -> None:
+        self.rows = rows  # (len(dataset),) cache row of each record, -1 = not cached; kept on the CPU
+        self.taps = taps  # name -> (2, R, ...) float16, index 0 unflipped, 1 flipped
 
     @classmethod
     @torch.no_grad()
     def build(cls, teacher: nn.Module, dataset, indices, names: list[str], cfg: Config, device: torch.device,
               amp_dtype: torch.dtype | None = None, channels_last: bool = False) -> "TeacherCache":
-        """Run ``teacher`` over the un-augmented crops of ``indices`` and keep the taps ``names``."""
+        """Run ``teacher`` over the unflipped and flipped training crops of ``indices``; keep the taps ``names``."""
         import copy
+        import dataclasses
 
-        plain = copy.copy(dataset)
-        plain.train = False  # the same records, cropped without augmentation
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(plain, [int(i) for i in indices]),
-                                             batch_size=cfg.run.eval_batch_size, shuffle=False,
-                                             num_workers=cfg.data.num_workers)
-        chunks: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-        for batch in loader:
-            images = batch["image"].to(device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with autocast_context(device, amp_dtype):
-                out = teacher.forward_taps(images, names)
+        stores: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+        for flip_prob in (0.0, 1.0):  # the two crops a flip-only training item can be
+            fixed = copy.copy(dataset)
+            fixed.augment = dataclasses.replace(dataset.augment, flip_prob=flip_prob)
+            loader = torch.utils.data.DataLoader(torch.utils.data.Subset(fixed, [int(i) for i in indices]),
+                                                 batch_size=cfg.run.eval_batch_size, shuffle=False,
+                                                 num_workers=cfg.data.num_workers)
+            chunks: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+            for batch in loader:
+                images = batch["image"].to(device, non_blocking=True)  # (B, 3, H, W)
+                if channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with autocast_context(device, amp_dtype):
+                    out = teacher.forward_taps(images, names)
+                for n in names:
+                    chunks[n].append(out[n].detach().to(torch.float16).contiguous())
             for n in names:
-                chunks[n].append(out[n].detach().to(torch.float16).contiguous())
+                stores[n].append(torch.cat(chunks[n]))
         rows = _cache_rows(len(dataset), indices)
-        return cls(rows.to(device), {n: torch.cat(v) for n, v in chunks.items()}, dataset.skeleton.flip_index)
+        return cls(rows, {n: torch.stack(v) for n, v in stores.items()})
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.taps.values())
 
     def lookup(self, index: torch.Tensor, flipped: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Teacher taps (float32) for the records ``index (B,)``, warped where ``flipped (B,)``."""
-        from ikd_edu.codec import flip_back
-
-        rows = self.rows[index.to(self.rows.device)]
+        """Teacher taps (float32) of the training crops of records ``index (B,)``, flipped where ``flipped (B,)``."""
+        rows = self.rows[index.cpu()]  # checked on the host: no device sync inside a step
         if bool((rows < 0).any()):
             raise RuntimeError("TeacherCache: a batch holds a record that was not cached")
-        flipped = flipped.to(self.rows.device).bool()
+        flip = flipped.cpu().long()
         out = {}
         for name, store in self.taps.items():
-            t = store[rows].float()
-            if name == "heatmaps":
-                f = flip_back(t, self.flip_index)
-                f[..., 1:] = f[..., :-1].clone()
-            else:
-                f = t.flip(-1)
-            out[name] = torch.where(flipped.view(-1, *([1] * (t.dim() - 1))), f, t)
+            out[name] = store[flip.to(store.device), rows.to(store.device)].float()  # (B, ...)
         return out
 
 
@@ -897,7 +890,7 @@ def _train(cfg: Config, info: D.DistInfo, device: torch.device, t_start: float) 
     t_cache = time.time()
     if teacher is not None and teacher_taps and cfg.distill.teacher_cache:
         cache = TeacherCache.build(teacher, train_set, train_idx, teacher_taps, cfg, device, amp_dtype, channels_last)
-        log.print(f"teacher cache: {', '.join(teacher_taps)} of {len(train_idx)} un-augmented crops, "
+        log.print(f"teacher cache: {', '.join(teacher_taps)} of {len(train_idx)} training crops, unflipped and flipped, "
                   f"{cache.nbytes() / 2**20:.1f} MiB float16, {time.time() - t_cache:.1f} s")
     cache_s = time.time() - t_cache
     timing["teacher_cache_s"] += cache_s

@@ -10,8 +10,12 @@ skipped, an interrupted one resumes from its ``last.pt``):
    8,000 training / 500 validation images, in ``DIR/data`` (or ``--data``);
 2. **teacher** - ``quick-teacher`` (3.85 M params) on *all* 8,000 training images, trained to
    convergence: flip-only augmentation, 6,500 steps, Adam 2e-3 x0.1 at 4,500 and 5,750
-   (``TEACHER_RECIPE``), AP every 250 steps: ~31 min on 2 cores, the longest stage.
-   Once per ``DIR`` (like a released checkpoint); later seeds reuse it;
+   (``TEACHER_RECIPE``). That takes ~30 min on 2 cores, so the package ships the result, as
+   a model zoo ships weights (``ikd_edu/weights/quick-teacher.pt`` and its card
+   ``quick-teacher.json``, :mod:`ikd_edu.train.released`): it is installed into
+   ``DIR/teacher`` when the card's recipe and data sha256 match this run and its AP checks
+   out on the validation images; ``--train-teacher`` trains it here from the recipe (AP every
+   250 steps) and prints the difference from the card. Later seeds reuse ``DIR/teacher``;
 3. **students** - ``quick-student`` (0.57 M params) trained on only **500 labelled images**
    (``data.label_subset``; the same 500 for every variant and seed), every variant with the
    same steps, batch, schedule and flip-only augmentation:
@@ -29,9 +33,9 @@ Why this setting makes distillation visible: the realistic lever is a teacher tr
 many labels and a student with few. A student with 500 images overfits them; the teacher's
 heatmaps and features carry what it learnt from the other 7,500 images.
 
-Speed: the teacher is frozen, so its outputs are computed once per un-augmented training
-crop and warped for each flipped crop (``distill.teacher_cache``, see
-:class:`ikd_edu.train.engine.TeacherCache`). With the teacher run on every batch a KD step
+Speed: the teacher is frozen, so its outputs are computed once for every training crop and
+once for its mirror image (``distill.teacher_cache``, see
+:class:`ikd_edu.train.engine.TeacherCache`): the exact targets of a forward pass, stored. With the teacher run on every batch a KD step
 on the CPU costs ~3x a plain one; with the cache, ~1.2x plus a one-off pass over the crops.
 With flip-only augmentation the students' crops themselves are also cut and encoded once
 (``data.cache_crops``, :class:`ikd_edu.train.engine.CropCache`): the same batches, without
@@ -92,9 +96,10 @@ FAST = {
 #: students), Adam at 2e-3 after a linear warm-up, then x0.1 twice (the reference's step
 #: schedule), milestones as fractions of the schedule: 200 / 4,500 / 5,750 of 6,500 steps
 TEACHER_RECIPE = {"warmup": 200 / 6500, "milestones": (4500 / 6500, 5750 / 6500), "gamma": 0.1}
-#: seconds per image / step on 2 idle cores, evaluation included (README command 1 in a fresh clone,
-#: seed 0: data 32 s, students 70-83 s / 800 steps; teacher 1,869 s / 6,500 steps incl. 26 evaluations)
-EXPECTED = {"data_per_image": 0.004, "teacher_step": 0.29, "student_step": 0.088, "kd_student_step": 0.1}
+#: seconds per image / step / stage on 2 idle cores, evaluation included, for the "expect ~" lines
+#: (measured figures: README and benchmarks/README.md)
+EXPECTED = {"data_per_image": 0.004, "teacher_step": 0.29, "student_step": 0.088, "kd_student_step": 0.1,
+            "released_teacher": 20.0}
 
 
 # --------------------------------------------------------------------------------------
@@ -109,8 +114,11 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                         help="synthetic data folder (generated there if missing) [DIR/data]")
     parser.add_argument("--fast", action="store_true",
                         help="smoke test: tiny data and a few steps (seconds; the numbers mean nothing)")
+    parser.add_argument("--train-teacher", action="store_true",
+                        help="train the teacher from its recipe (~30 min on 2 cores) instead of installing the "
+                             "released one; prints the AP difference from the released teacher's card")
     parser.add_argument("--teacher-steps", type=int, default=None, metavar="N",
-                        help=f"teacher schedule length [{SETTINGS['teacher_steps']}]")
+                        help=f"teacher schedule length (implies training it) [{SETTINGS['teacher_steps']}]")
     parser.add_argument("--student-steps", type=int, default=None, metavar="N",
                         help=f"steps of every student variant [{SETTINGS['student_steps']}]")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -119,7 +127,8 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cli_main(args: argparse.Namespace) -> int:
     rows = run_quickstart(args.out, seed=args.seed, data=args.data, fast=args.fast, overrides=args.overrides,
-                          teacher_steps=args.teacher_steps, student_steps=args.student_steps)
+                          teacher_steps=args.teacher_steps, student_steps=args.student_steps,
+                          train_teacher=args.train_teacher)
     return 0 if rows else 1
 
 
@@ -225,7 +234,7 @@ def _train_or_reuse(cfg, label: str, expected_s: float | None) -> dict:
 
 def run_quickstart(out: str | os.PathLike, seed: int = 0, data: str | os.PathLike | None = None, fast: bool = False,
                    overrides: list[str] | None = None, teacher_steps: int | None = None,
-                   student_steps: int | None = None) -> list[dict]:
+                   student_steps: int | None = None, train_teacher: bool = False) -> list[dict]:
     """Run (or finish, or reuse) every stage; return this seed's result rows (also in ``out/results.json``)."""
     t0 = time.time()
     out = Path(out)
@@ -239,8 +248,9 @@ def run_quickstart(out: str | os.PathLike, seed: int = 0, data: str | os.PathLik
     extra = list(overrides or [])
     data_root = Path(data) if data else out / "data"
     n_kd = sum(1 for t in STUDENTS.values() if t)
-    expected_total = (EXPECTED["data_per_image"] * (s["images"] + s["val_images"])
-                      + EXPECTED["teacher_step"] * s["teacher_steps"]
+    released = not train_teacher and not fast and teacher_steps is None and s["images"] == SETTINGS["images"]
+    teacher_s = EXPECTED["released_teacher"] if released else EXPECTED["teacher_step"] * s["teacher_steps"]
+    expected_total = (EXPECTED["data_per_image"] * (s["images"] + s["val_images"]) + teacher_s
                       + s["student_steps"] * (EXPECTED["student_step"] + n_kd * EXPECTED["kd_student_step"])
                       + s["student_steps"] * EXPECTED["kd_student_step"])
     _say(f"ikd-edu quickstart: out {out}, seed {seed}{' (--fast smoke test)' if fast else ''}; "
@@ -260,7 +270,22 @@ def run_quickstart(out: str | os.PathLike, seed: int = 0, data: str | os.PathLik
     t_cfg = teacher_config(s, out, data_root, seed, fast, extra)
     _say(f"[2/4] teacher: {t_cfg.model.teacher} on all {s['images']} images, {s['teacher_steps']} steps, "
          f"AP every {t_cfg.run.eval_every} steps")
-    teacher = _train_or_reuse(t_cfg, "teacher", EXPECTED["teacher_step"] * s["teacher_steps"])
+    teacher = None
+    if _finished(t_cfg) is None and released:
+        from ikd_edu.train import released as R
+
+        _say(f"      teacher: installing the released {R.QUICK_TEACHER} (sha256 checked against its card) and "
+             f"evaluating it here, ~{_fmt_s(EXPECTED['released_teacher'])}; --train-teacher trains it instead")
+        teacher = R.install(t_cfg, data_root, say=_say)
+        if teacher is not None:
+            _say(f"      teacher: the released converged teacher ({s['teacher_steps']} steps, "
+                 f"{teacher.get('train_s', 0) / 60:.0f} min of training on 2 cores): "
+                 f"{R.compare_with_card(teacher['final']['AP'], R.load_card())} -> {t_cfg.run.out_dir}")
+            teacher["reused"] = True
+    if teacher is None:
+        teacher = _train_or_reuse(t_cfg, "teacher", EXPECTED["teacher_step"] * s["teacher_steps"])
+        if not fast and not teacher.get("released") and s["images"] == SETTINGS["images"]:
+            _compare_trained_teacher(t_cfg, data_root, teacher)
     curve = teacher_curve(Path(t_cfg.run.out_dir))
     if curve:
         _say("      teacher AP by step: " + ", ".join(f"{st}: {ap:.3f}" for st, ap in curve))
@@ -330,6 +355,22 @@ def run_quickstart(out: str | os.PathLike, seed: int = 0, data: str | os.PathLik
     _say(f"wrote {out / 'results.json'}, {out / 'summary.json'}" + "".join(f", {f}" for f in figures)
          + f"; this invocation took {_fmt_s(time.time() - t0)}")
     return rows
+
+
+def _compare_trained_teacher(t_cfg, data_root: Path, teacher: dict) -> None:
+    """After training the teacher here: its AP next to the released teacher's card (when the recipes match)."""
+    from ikd_edu.train import released as R
+
+    try:
+        card = R.load_card()
+    except UserError as exc:
+        _say(f"      (no comparison with the released teacher: {exc})")
+        return
+    differ = R.card_mismatch(card, t_cfg, data_root)
+    if differ:
+        _say(f"      (the released teacher's card has another {' / '.join(differ)}: no comparison)")
+        return
+    _say(f"      trained here from the recipe: {R.compare_with_card(float(teacher['final']['AP']), card)}")
 
 
 def run_seed(cfg) -> int:
@@ -488,21 +529,53 @@ def format_seed_table(all_seeds: dict, summary: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def verdict(mean: float, std: float, base_mean: float, base_std: float, n: int) -> str:
+    """helps / hurts / no effect / inconclusive, from means and seed-to-seed std (AP x 100) over ``n`` seeds.
+
+    With ``d = mean - base_mean`` and ``s = max(std, base_std)``: *helps* if ``d > 2 s``,
+    *hurts* if ``d < -2 s``, *no effect* if ``|d| <= s``, else *inconclusive*; one seed is
+    always *inconclusive* (no spread to compare with).
+    """
+    if n < 2:
+        return "inconclusive (one seed)"
+    d, spread = mean - base_mean, max(std, base_std)
+    if d > 2 * spread:
+        return "helps"
+    if d < -2 * spread:
+        return "hurts"
+    return "no effect" if abs(d) <= spread else "inconclusive"
+
+
+def verdict_rows(summary: list[dict]) -> list[dict]:
+    """Every variant against ``student-labels`` (and IKD against the equal-time student): difference and verdict."""
+    by = {r["name"]: r for r in summary}
+    out = []
+    pairs = [(name, "student-labels") for name in ROW_ORDER if name not in ("teacher", "student-labels")]
+    pairs.append(("student-ikd", EQUAL_TIME))
+    for name, base in pairs:
+        if name not in by or base not in by:
+            continue
+        a, b = by[name], by[base]
+        n = min(a["n"], b["n"])
+        out.append({"name": name, "baseline": base, "n": n, "diff": 100 * (a["AP_mean"] - b["AP_mean"]),
+                    "spread": 100 * max(a["AP_std"], b["AP_std"]),
+                    "verdict": verdict(100 * a["AP_mean"], 100 * a["AP_std"], 100 * b["AP_mean"], 100 * b["AP_std"], n)})
+    return out
+
+
 def verdict_lines(rows: list[dict], summary: list[dict], n_seeds: int) -> str:
-    """Plain-language reading of the table (which comparison distillation wins)."""
+    """Plain-language reading of the table, made from its numbers (this seed, then every seed in DIR)."""
     ap = {r["name"]: r["AP"] for r in rows if r["AP"] is not None}
     if not {"student-ikd", "student-labels", EQUAL_TIME, "teacher"} <= set(ap):
         return ""
     d_steps = (ap["student-ikd"] - ap["student-labels"]) * 100
     d_time = (ap["student-ikd"] - ap[EQUAL_TIME]) * 100
-    out = [f"IKD vs labels only, same steps: {d_steps:+.1f} AP; same wall time: {d_time:+.1f} AP; "
+    out = [f"this seed: IKD vs labels only, same steps: {d_steps:+.1f} AP; same wall time: {d_time:+.1f} AP; "
            f"teacher {ap['teacher'] * 100:.1f} AP."]
     if n_seeds > 1:
-        by = {r["name"]: r for r in summary}
-        spread = max(by["student-ikd"]["AP_std"], by["student-labels"]["AP_std"]) * 100
-        gap = (by["student-ikd"]["AP_mean"] - by["student-labels"]["AP_mean"]) * 100
-        out.append(f"over {n_seeds} seeds: IKD - labels = {gap:+.1f} AP, seed-to-seed std up to {spread:.1f} AP "
-                   f"-> {'larger than the spread' if abs(gap) > spread else 'within the spread'}.")
+        for v in verdict_rows(summary):
+            out.append(f"over {v['n']} seeds: {v['name']} - {v['baseline']} = {v['diff']:+.1f} AP "
+                       f"(seed-to-seed std up to {v['spread']:.1f}): {v['verdict']}")
     else:
-        out.append("one seed so far: run again with --seed 1 to see the seed-to-seed spread.")
+        out.append("one seed so far: run again with --seed 1 (and 2) to see the seed-to-seed spread and the verdicts.")
     return "\n".join(out)
