@@ -18,10 +18,17 @@ synthetic set. COCO, when ``data/coco`` holds it, is shown in notebook 00's tour
 it is the README's torchrun recipe (days of GPU time, not a notebook cell). A missing optional
 piece changes the mode with a one-line reason, never a traceback.
 
+**The teacher.** Students distil from the **released** ``quick-teacher``
+(:mod:`ikd_edu.train.released`): converged on 8,000 synthetic images, shipped with the package
+and checked against its card, as you would load released weights (:func:`teacher`). Notebook
+02 also trains a short teacher of its own (:func:`own_teacher`) to show the curve and the
+cost; :func:`retrain_released_teacher` re-trains the released one from its recipe.
+
 **Runs.** Slow steps load a finished run when one exists and train it otherwise
 (:func:`train_or_load`); runs live in :func:`course_dir` (``IKD_COURSE_DIR``, default
-``<repo>/runs/course``), so notebook 03 reuses the teacher that notebook 02 trained, and
-re-executing a notebook takes seconds.
+``<repo>/runs/course``), so notebook 06 reuses the students of 03-05, and re-executing a
+notebook takes seconds. Sentences that read a result are made from the numbers
+(:func:`effect`, :func:`compare`), never fixed text.
 """
 from __future__ import annotations
 
@@ -98,23 +105,20 @@ def course_dir() -> Path:
     return (root if root is not None else Path.cwd()) / "runs" / "course"
 
 
-def quickstart_teacher() -> Path | None:
-    """``best.pt`` of a finished quickstart teacher (``$IKD_QUICKSTART_DIR``, default ``<repo>/runs/quickstart``).
+def quickstart_summary() -> tuple[Path, dict | None]:
+    """``(path, summary)`` of the README quickstart's multi-seed ``summary.json`` (None when absent or unreadable).
 
-    README command 1 trains it (converged: 6,500 steps on 8,000 images): a much stronger teacher than
-    the quick mode's own, so quick-mode notebooks use it when it is there.
+    Where: ``$IKD_QUICKSTART_DIR`` or ``<repo>/runs/quickstart`` (README command 1 writes it).
     """
-    if os.environ.get(QUICKSTART_ENV):
-        folder = Path(os.environ[QUICKSTART_ENV]).expanduser()
-    else:
-        folder = (repo_root() or Path.cwd()) / "runs" / "quickstart"
-    teacher_dir = folder / "teacher"
+    folder = Path(os.environ[QUICKSTART_ENV]).expanduser() if os.environ.get(QUICKSTART_ENV) else \
+        (repo_root() or Path.cwd()) / "runs" / "quickstart"
+    path = folder / "summary.json"
     try:
-        summary = json.loads((teacher_dir / "summary.json").read_text())
+        summary = json.loads(path.read_text())
     except (OSError, ValueError):
-        return None
-    best = teacher_dir / "best.pt"
-    return best if summary.get("final") and best.is_file() else None
+        return path, None
+    ok = isinstance(summary, dict) and isinstance(summary.get("rows"), list) and isinstance(summary.get("seeds"), list)
+    return path, summary if ok else None
 
 
 def _find_coco() -> Path | None:
@@ -266,12 +270,19 @@ def config(mode: Mode, role: str, terms: Sequence[str] = (), name: str | None = 
 
 
 def teacher_checkpoint(mode: Mode) -> Path:
-    """The teacher students distil from: the quickstart's (quick mode, when present) or the course's own."""
-    if mode.quick:
-        found = quickstart_teacher()
-        if found is not None:
-            return found
-    return course_dir() / mode.name / "teacher" / "best.pt"
+    """The teacher students distil from: the released ``quick-teacher``, installed in the course folder."""
+    return Path(released_teacher_config(mode).run.out_dir) / "best.pt"
+
+
+def released_teacher_config(mode: Mode):
+    """The released teacher's recipe (the quickstart's teacher) on this mode's data, run folder ``<mode>/teacher-released``."""
+    from ikd_edu.train import quickstart as Q
+
+    s = mode.settings
+    qs = dict(Q.settings(), images=s["images"], val_images=s["val_images"], num_workers=s["num_workers"])
+    return Q.teacher_config(qs, course_dir() / mode.name, data_root(mode), 0, False,
+                            [f"run.out_dir={course_dir() / mode.name / 'teacher-released'}",
+                             f"run.device={mode.device}", "run.progress=off"])
 
 
 def finished(cfg) -> dict | None:
@@ -311,17 +322,45 @@ def load_model(cfg, checkpoint: str = "best.pt"):
 
 
 def teacher(mode: Mode):
-    """The teacher: ``(model, summary)``. Quick mode uses the quickstart's teacher when it exists;
-    otherwise the course teacher is trained once per mode and loaded afterwards."""
-    cfg = config(mode, "teacher")
-    path = teacher_checkpoint(mode)
-    if path.parent != Path(cfg.run.out_dir):
-        summary = json.loads((path.parent / "summary.json").read_text())
-        print(f"using the quickstart's teacher {path.parent} (AP {summary['final'].get('AP', float('nan')):.3f} "
-              f"on its own validation set); set {QUICKSTART_ENV}=none to train the course's own")
-        cfg.run.out_dir = str(path.parent)
-        return load_model(cfg), summary
+    """The released teacher, ``(model, summary)``: installed (sha256 checked) and evaluated on this mode's
+    validation images the first time, loaded afterwards. ``summary['final']`` is the AP measured here."""
+    from ikd_edu.train import released as R
+
+    cfg = released_teacher_config(mode)
+    summary = finished(cfg)
+    if summary is None:
+        summary = R.install(cfg, None)  # data_root None: the course set has other sizes than the card's
+        if summary is None:
+            raise RuntimeError("the released teacher could not be installed (see above); "
+                               "course.own_teacher(mode) trains a short one instead")
+    card = R.load_card()
+    print(f"the released {R.QUICK_TEACHER} ({card['steps']} steps on {card['synthetic']['train_images']:,} images; "
+          f"card: AP {100 * card['final']['AP']:.1f} on {card['synthetic']['val_images']} validation images): "
+          f"AP {100 * summary['final']['AP']:.1f} on this course's {mode.settings['val_images']}")
+    return load_model(cfg), summary
+
+
+def own_teacher(mode: Mode, steps: int | None = None):
+    """A short teacher trained here (the ``quick`` preset's recipe, ``teacher_steps`` steps): ``(model, summary)``."""
+    cfg = config(mode, "teacher", steps=steps)
     summary = train_or_load(cfg)
+    return load_model(cfg), summary
+
+
+def retrain_released_teacher(mode: Mode):
+    """Train the released teacher again from its recipe (~30 min on 2 cores) and compare with its card."""
+    from ikd_edu.train import quickstart as Q
+    from ikd_edu.train import released as R
+    from ikd_edu.data.synthetic import ensure_synthetic
+
+    card = R.load_card()
+    syn = card["synthetic"]
+    root = ensure_synthetic(course_dir() / f"data-{syn['train_images']}", syn["train_images"], seed=syn["seed"],
+                            val_images=syn["val_images"], progress=False)
+    cfg = Q.teacher_config(Q.settings(), course_dir() / mode.name / "teacher-retrained", root, 0, False,
+                           [f"run.out_dir={course_dir() / mode.name / 'teacher-retrained'}", f"run.device={mode.device}"])
+    summary = train_or_load(cfg)
+    print(R.compare_with_card(float(summary["final"]["AP"]), card, where="re-trained here"))
     return load_model(cfg), summary
 
 
@@ -332,6 +371,36 @@ def student(mode: Mode, terms: Sequence[str] = (), steps: int | None = None, ove
     cfg = config(mode, "student", terms=terms, steps=steps, overrides=overrides)
     summary = train_or_load(cfg)
     return load_model(cfg), summary
+
+
+#: seed-to-seed standard deviation (AP x 100) assumed for one course student when only one seed was
+#: run; the quickstart's students measured 0.3-1.0 over seeds (README), short course runs vary more
+SEED_NOISE_AP = 1.0
+
+
+def effect(ap: float, baseline_ap: float, what: str, baseline: str = "labels only",
+           noise_ap: float = SEED_NOISE_AP) -> str:
+    """One sentence that reads a result from its numbers: ``what`` vs ``baseline`` (APs in 0-1).
+
+    *helps* above ``+2 noise_ap`` AP x 100, *hurts* below ``-2 noise_ap``, otherwise *no clear
+    effect at this budget* - a single seed cannot tell smaller differences from noise.
+    """
+    d = 100 * (ap - baseline_ap)
+    if d > 2 * noise_ap:
+        word = "helps"
+    elif d < -2 * noise_ap:
+        word = "hurts"
+    else:
+        word = "shows no clear effect"
+    return (f"{what}: AP {100 * ap:.1f} vs {100 * baseline_ap:.1f} for {baseline} ({d:+.1f} AP): {word} at this "
+            f"budget (one seed; differences within +-{2 * noise_ap:.1f} AP are seed noise)")
+
+
+def compare(summaries: dict, baseline: str = "labels only", noise_ap: float = SEED_NOISE_AP) -> list[str]:
+    """:func:`effect` for every run of ``summaries`` (name -> run summary) against ``summaries[baseline]``."""
+    base = summaries[baseline]["final"]["AP"]
+    return [effect(sm["final"]["AP"], base, name, baseline, noise_ap) for name, sm in summaries.items()
+            if name != baseline]
 
 
 def val_batch(mode: Mode, count: int = 8, start: int = 0) -> dict:

@@ -142,3 +142,38 @@ def test_teacher_cache_needs_flip_only_augmentation(tmp_path):
                                 "data.augment.rotation_prob=0"], role="student", check_files=False)
     assert cfg.distill.teacher_cache
     assert not load_config("coco-r50-256x192", role="student", check_files=False).distill.teacher_cache
+
+
+def test_verdicts_come_from_the_seed_numbers():
+    assert Q.verdict(21.0, 0.3, 16.0, 0.8, 3) == "helps"  # +5.0 > 2 x 0.8
+    assert Q.verdict(16.0, 0.3, 21.0, 0.8, 3) == "hurts"
+    assert Q.verdict(16.5, 0.3, 16.0, 0.8, 3) == "no effect"  # |0.5| <= 0.8
+    assert Q.verdict(17.2, 0.3, 16.0, 0.8, 3) == "inconclusive"  # 0.8 < 1.2 <= 1.6
+    assert Q.verdict(30.0, 0.0, 10.0, 0.0, 1).startswith("inconclusive")  # one seed: no spread
+
+
+def test_readme_table_is_generated_from_summary(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tables", Q.Path(__file__).resolve().parent.parent / "scripts" / "make_readme_tables.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    aps = {"teacher": [0.59] * 3, "student-labels": [0.16, 0.17, 0.165], "student-labels-equal-time": [0.17, 0.175, 0.17],
+           "student-logit": [0.18, 0.19, 0.185], "student-feature": [0.165, 0.17, 0.16],
+           "student-structure": [0.17, 0.16, 0.18], "student-ikd": [0.21, 0.215, 0.22]}
+    seeds = {s: [{"name": n, "AP": v[s]} for n, v in aps.items()] for s in range(3)}
+    summary = {"seeds": [0, 1, 2], "rows": Q.summarize_seeds(seeds),
+               "equal_time": {"ikd_train_s": 90.0, "ikd_steps": 800, "ikd_teacher_cache_s": 8.0, "labels_step_s": 0.08,
+                              "steps": 1125}}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{tables.BEGIN}\nold\n{tables.END}\noutro\n")
+    args = ["--summary", str(tmp_path / "summary.json"), "--readme", str(readme)]
+    assert tables.main(args + ["--check"]) == 1
+    assert tables.main(args) == 0
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "old" not in text
+    assert "| **student-ikd** (all three) | 21.0 | 21.5 | 22.0 | 21.5 | 0.5 |" in text
+    assert "| student-ikd vs student-labels | +5.0 AP | 0.5 | helps |" in text
+    assert "| student-ikd vs student-labels-equal-time |" in text and "1125 steps" in text
+    assert tables.main(args + ["--check"]) == 0
