@@ -177,3 +177,18 @@ def test_readme_table_is_generated_from_summary(tmp_path):
     assert "| student-ikd vs student-labels | +5.0 AP | 0.5 | helps |" in text
     assert "| student-ikd vs student-labels-equal-time |" in text and "1125 steps" in text
     assert tables.main(args + ["--check"]) == 0
+
+
+def test_quick_structure_tap_has_at_least_48_positions():
+    """The affinity of the quick preset compares >= 48 positions (layer4 at 128x96 has 4 x 3 = 12)."""
+    from ikd_edu.distill.structure import pooled_grid_size
+    from ikd_edu.models import build_model
+    from ikd_edu.train.config import load_config
+
+    cfg = load_config("quick", role="student", check_files=False)
+    tap = cfg.distill.structure_tap
+    for name in (cfg.model.student, cfg.model.teacher):
+        with torch.no_grad():
+            f = build_model(name).eval().forward_taps(torch.zeros(1, 3, *cfg.data.input_size), [tap])[tap]
+        gh, gw = pooled_grid_size(f.shape[-2:])
+        assert gh * gw >= 48, (name, tap, tuple(f.shape))
