@@ -303,7 +303,7 @@ def read_json(path: str | os.PathLike, what: str = "JSON file", expect: type | N
             data = json.load(fh)
     except json.JSONDecodeError as exc:
         if exc.pos == 0 and not exc.doc.strip():
-            raise UserError(f"{what} {path} is empty; {todo}") from None
+            raise UserError(f"{what} {path} is not valid JSON (the file is empty); {todo}") from None
         raise UserError(f"{what} {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
                         f"{todo}") from None
     except UnicodeDecodeError:
