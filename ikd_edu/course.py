@@ -111,10 +111,10 @@ def quickstart_teacher() -> Path | None:
     teacher_dir = folder / "teacher"
     try:
         summary = json.loads((teacher_dir / "summary.json").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     best = teacher_dir / "best.pt"
-    return best if summary.get("final") and best.is_file() else None
+    return best if isinstance(summary, dict) and isinstance(summary.get("final"), dict) and best.is_file() else None
 
 
 def _find_coco() -> Path | None:
@@ -279,8 +279,10 @@ def finished(cfg) -> dict | None:
     path = Path(cfg.run.out_dir) / "summary.json"
     try:
         summary = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
+    if not isinstance(summary, dict) or not isinstance(summary.get("final"), dict):
+        return None  # not a finished run's summary: train (or resume) again
     return summary if summary.get("steps") == cfg.optim.steps and summary.get("final") else None
 
 

@@ -598,8 +598,12 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    from ikd_edu.io import write_json
+    from ikd_edu.io import check_output_dir, write_json
 
+    if args.out:  # a folder in the way, a read-only or full disk: said before evaluating
+        if Path(args.out).is_dir():
+            raise UserError(f"--out {args.out} is a folder; pass a file name such as metrics.json")
+        check_output_dir(Path(args.out).parent, what="--out folder")
     metrics = coco_keypoint_eval(args.ann, args.results, quiet=not args.verbose)
     print(format_metrics(metrics))
     if args.out:
