@@ -24,7 +24,7 @@ def debug_enabled() -> bool:
     return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def one_line(text: object, limit: int = 400) -> str:
+def one_line(text: object, limit: int = 1000) -> str:
     """``text`` as a single clean line: no ANSI colour codes, no line breaks, at most ``limit`` characters."""
     s = _ANSI.sub("", str(text))
     s = " ".join(part.strip() for part in s.splitlines() if part.strip())

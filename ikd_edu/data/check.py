@@ -250,14 +250,21 @@ def cli_main(args) -> int:
 
     skeleton = get_skeleton(args.skeleton)
     verify = {"decode": "decode", "header": "header", "exists": False}[args.verify]
+    old_limit = os.environ.get(MAX_PIXELS_ENV)
     if args.max_pixels is not None:
         if args.max_pixels < 1:
             raise UserError(f"--max-pixels must be a positive number of pixels, got {args.max_pixels}")
         os.environ[MAX_PIXELS_ENV] = str(args.max_pixels)
-    report = check_coco_keypoints(
-        args.annotations, args.images, verify_images=verify, skeleton=skeleton, progress=sys.stderr.isatty(),
-        sample=QUICK_SAMPLE if args.quick else None,
-    )
+    try:
+        report = check_coco_keypoints(
+            args.annotations, args.images, verify_images=verify, skeleton=skeleton, progress=sys.stderr.isatty(),
+            sample=QUICK_SAMPLE if args.quick else None,
+        )
+    finally:  # the limit is this command's, not the process's
+        if old_limit is None:
+            os.environ.pop(MAX_PIXELS_ENV, None)
+        else:
+            os.environ[MAX_PIXELS_ENV] = old_limit
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

@@ -207,7 +207,7 @@ def _finished(cfg) -> dict | None:
     summary = read_json(path, "run summary", expect=dict, fix=f"delete it to redo or resume the run ({path.parent})")
     final = summary.get("final")
     if final is not None and not isinstance(final, dict):
-        raise UserError(f"run summary {path}: 'final' should be a JSON object of metrics; delete the file to redo "
+        raise UserError(f"run summary {path}: 'final' should be a JSON object of metrics; delete it to redo "
                         f"or resume the run ({path.parent})")
     return summary if summary.get("steps") == cfg.optim.steps and final else None
 
