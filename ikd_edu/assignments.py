@@ -118,8 +118,10 @@ def build(out: str | Path, notebooks: str | Path = "notebooks") -> list[Path]:
     if out.resolve() == Path(notebooks).resolve():
         raise UserError(f"--out {out} is the notebook folder itself: that would overwrite the instructor's "
                         "solutions; choose another folder")
+    from ikd_edu.io import check_output_dir
+
+    check_output_dir(out, what="--out folder")  # a file, read-only or full: said before any work
     versions = {src: student_version(src) for src in sources}  # all made before anything is written
-    out.mkdir(parents=True, exist_ok=True)
     written = []
     for src, body in versions.items():
         dest = out / src.name

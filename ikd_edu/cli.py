@@ -7,7 +7,9 @@ when their command runs, so ``ikd-edu --help`` stays fast.
 
 Bad input never ends in a Python traceback: library code raises :class:`UserError`
 (or ``FileNotFoundError``/``ValueError`` with a message that says what to do), and the
-CLI prints ``ikd-edu: error: <message>`` and exits with status 2.
+CLI prints ``ikd-edu: error: <message>`` (one line, from
+:func:`ikd_edu.errors.user_message`) and exits with status 2. Anything else is a bug:
+``ikd-edu: internal error: ...`` and status 1. ``IKD_DEBUG=1`` prints the traceback too.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import argparse
 import importlib
 import sys
 
-from ikd_edu.errors import UserError
+from ikd_edu.errors import UserError, debug_enabled, one_line, user_message
 
 # command words -> (module, one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
@@ -67,13 +69,34 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "_module", None) is None:
             parser.print_help()
             return 0 if not argv else 2
+        validate_args(args)
         return int(importlib.import_module(args._module).cli_main(args) or 0)
-    except (UserError, FileNotFoundError, ValueError) as exc:
-        print(f"ikd-edu: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("ikd-edu: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns failures into a line
+        message = user_message(exc)
+        if debug_enabled():
+            import traceback
+
+            traceback.print_exc()
+        if message is not None:
+            print(f"ikd-edu: error: {message}", file=sys.stderr)
+            return 2
+        print(f"ikd-edu: internal error: {type(exc).__name__}: {one_line(exc, 300)} "
+              "(a bug in ikd-edu: rerun with IKD_DEBUG=1 for the traceback and report it)", file=sys.stderr)
+        return 1
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Argument checks shared by commands, before any work starts (one-line UserErrors)."""
+    from ikd_edu import validate
+
+    if getattr(args, "_command", None) == ("app",):
+        size = validate.parse_size(args.input, "--input")
+        validate.input_size(size, "--input")
+        if args.heatmap_joint is not None:
+            validate.joint_index(args.heatmap_joint, validate.num_joints_of(args.data, args.split), "--heatmap-joint")
 
 
 if __name__ == "__main__":

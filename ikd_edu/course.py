@@ -115,7 +115,7 @@ def quickstart_summary() -> tuple[Path, dict | None]:
     path = folder / "summary.json"
     try:
         summary = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return path, None
     ok = isinstance(summary, dict) and isinstance(summary.get("rows"), list) and isinstance(summary.get("seeds"), list)
     return path, summary if ok else None
@@ -290,8 +290,10 @@ def finished(cfg) -> dict | None:
     path = Path(cfg.run.out_dir) / "summary.json"
     try:
         summary = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
+    if not isinstance(summary, dict) or not isinstance(summary.get("final"), dict):
+        return None  # not a finished run's summary: train (or resume) again
     return summary if summary.get("steps") == cfg.optim.steps and summary.get("final") else None
 
 

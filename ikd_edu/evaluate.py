@@ -319,6 +319,7 @@ def load_coco_gt(ann_file_or_coco: Any, quiet: bool = True):
         )
     if not data.get("categories"):
         raise UserError(f"{path} has no 'categories'; add the person category (ikd_edu.skeleton.coco_category())")
+    _check_ground_truth(data, str(path))
     gt = CocoApi()
     gt.dataset = data
     with _quiet(quiet):
@@ -326,8 +327,58 @@ def load_coco_gt(ann_file_or_coco: Any, quiet: bool = True):
     return gt
 
 
+def _is_int(x: Any) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _is_real(x: Any) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+
+
+def _numbers(values: Any, n: int | None = None) -> bool:
+    """A list/tuple of ``n`` (any, if None) real numbers (not bools, not strings)."""
+    return isinstance(values, (list, tuple)) and (n is None or len(values) == n) and all(_is_real(v) for v in values)
+
+
+def _check_ground_truth(data: dict, source: str) -> None:
+    """One-line UserErrors for ground truth pycocotools would crash on, or evaluate to n/a (nothing to match)."""
+    ids = set()
+    for i, im in enumerate(data["images"]):
+        if not isinstance(im, dict) or not _is_int(im.get("id")):
+            raise UserError(f"{source}: image entry {i} has no integer 'id'; fix the annotation file")
+        ids.add(im["id"])
+    labelled = 0
+    for i, a in enumerate(data["annotations"]):
+        if not isinstance(a, dict):
+            raise UserError(f"{source}: annotation {i} is not a JSON object; fix the annotation file")
+        bad = [k for k in ("id", "image_id", "category_id") if not _is_int(a.get(k))]
+        if bad:
+            raise UserError(f"{source}: annotation {i} needs integer {', '.join(bad)}; fix the annotation file")
+        if a["image_id"] not in ids:
+            raise UserError(f"{source}: annotation {a['id']} refers to image {a['image_id']}, which is not in 'images'")
+        kps = a.get("keypoints", [])
+        if not _numbers(kps) or len(kps) % 3:
+            raise UserError(f"{source}: annotation {a['id']} has malformed keypoints (needs a flat x, y, v list of numbers)")
+        if not all(math.isfinite(v) for v in kps):
+            raise UserError(f"{source}: annotation {a['id']} has NaN/inf keypoints")
+        if "bbox" in a and not (_numbers(a["bbox"], 4) and all(math.isfinite(v) for v in a["bbox"])):
+            raise UserError(f"{source}: annotation {a['id']} has a malformed bbox (needs 4 finite numbers x, y, w, h)")
+        if "area" in a and not (_is_real(a["area"]) and math.isfinite(a["area"])):
+            raise UserError(f"{source}: annotation {a['id']} has a non-numeric area")
+        if not a.get("iscrowd", 0) and any(v > 0 for v in kps[2::3]):
+            labelled += 1
+    if labelled == 0:
+        raise UserError(f"{source}: the ground truth has no person with a labelled joint (non-crowd, v > 0), so "
+                        "there is nothing to evaluate against; pass a person_keypoints_*.json with keypoints")
+
+
 def _check_results(results: list, gt, num_joints: int, source: str) -> None:
-    """One-line UserErrors for results pycocotools would reject with an assert or a crash."""
+    """One-line UserErrors for results pycocotools would reject with an assert or a crash.
+
+    Each entry must be an object with an integer ``image_id`` and ``category_id`` known to
+    the ground truth, ``3 K`` finite numbers as ``keypoints``, a finite number as ``score``
+    and, if present, a ``bbox`` of 4 finite numbers.
+    """
     image_ids = set(gt.getImgIds())
     cat_ids = set(gt.getCatIds())
     unknown: list = []
@@ -340,6 +391,10 @@ def _check_results(results: list, gt, num_joints: int, source: str) -> None:
                 f"{source}: entry {i} lacks {missing}; each result needs image_id, category_id, "
                 "keypoints (flat x,y,score list) and score"
             )
+        for key in ("image_id", "category_id"):
+            if not _is_int(r[key]):
+                raise UserError(f"{source}: entry {i} has {key} {str(r[key])[:40]!r} of type {type(r[key]).__name__}; "
+                                "it must be an integer id of the annotation file")
         kps = r["keypoints"]
         if not isinstance(kps, (list, tuple)) or len(kps) != 3 * num_joints:
             got = len(kps) if isinstance(kps, (list, tuple)) else type(kps).__name__
@@ -347,13 +402,15 @@ def _check_results(results: list, gt, num_joints: int, source: str) -> None:
                 f"{source}: entry {i} has {got} keypoint values, expected {3 * num_joints} "
                 f"({num_joints} joints x (x, y, score)); results of another skeleton?"
             )
-        try:
-            values = np.asarray(kps, dtype=np.float64)
-            score = float(r["score"])
-        except (TypeError, ValueError):
-            raise UserError(f"{source}: entry {i} has non-numeric keypoints or score") from None
+        if not _numbers(kps) or not _is_real(r["score"]):
+            raise UserError(f"{source}: entry {i} has non-numeric keypoints or score")
+        values = np.asarray(kps, dtype=np.float64)
+        score = float(r["score"])
         if not (np.isfinite(values).all() and math.isfinite(score)):
             raise UserError(f"{source}: entry {i} has NaN/inf keypoints or score; check the model outputs")
+        if "bbox" in r and not (_numbers(r["bbox"], 4) and all(math.isfinite(v) for v in r["bbox"])):
+            raise UserError(f"{source}: entry {i} has a malformed bbox {str(r['bbox'])[:40]!r}; it must be 4 finite "
+                            "numbers x, y, w, h (or leave it out)")
         if r["image_id"] not in image_ids:
             unknown.append(r["image_id"])
         if r["category_id"] not in cat_ids:
@@ -406,6 +463,10 @@ def coco_keypoint_eval(
     sig = COCO.sigmas_array() if sigmas is None else _as_array(sigmas, "sigmas", 1)
     num_joints = sig.shape[0]
     gt = load_coco_gt(ann_file_or_coco, quiet)
+    if not any(not a.get("iscrowd", 0) and any(v > 0 for v in a.get("keypoints", [])[2::3])
+               for a in gt.dataset.get("annotations", [])):
+        raise UserError("the ground truth has no person with a labelled joint (non-crowd, v > 0): there is nothing "
+                        "to evaluate against; pass a person_keypoints_*.json with keypoints")
     for cat in gt.dataset.get("categories", []):
         names = cat.get("keypoints")
         if names is not None and len(names) != num_joints:
@@ -416,7 +477,7 @@ def coco_keypoint_eval(
     source = "results"
     if isinstance(results, (str, os.PathLike)):
         source = str(results)
-        results = read_json(results, "results file")
+        results = read_json(results, "results file", expect=list, fix="pass the keypoint results JSON (a list of dicts)")
     if not isinstance(results, list):
         raise UserError(f"{source} must be a JSON list of result dicts, got {type(results).__name__}")
     if len(results) == 0:
@@ -537,8 +598,12 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    from ikd_edu.io import write_json
+    from ikd_edu.io import check_output_dir, write_json
 
+    if args.out:  # a folder in the way, a read-only or full disk: said before evaluating
+        if Path(args.out).is_dir():
+            raise UserError(f"--out {args.out} is a folder; pass a file name such as metrics.json")
+        check_output_dir(Path(args.out).parent, what="--out folder")
     metrics = coco_keypoint_eval(args.ann, args.results, quiet=not args.verbose)
     print(format_metrics(metrics))
     if args.out:

@@ -177,14 +177,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """``"256x192"`` -> ``(256, 192)`` (H x W)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"--input must look like 256x192 (H x W), got {text!r}") from None
-    if h < 32 or w < 32 or h % 32 or w % 32:
-        raise UserError(f"--input {text}: H and W must be multiples of 32 (the trunk's stride), e.g. 256x192")
-    return h, w
+    """``"256x192"`` -> ``(256, 192)`` (H x W): multiples of 32 within 32..1024 per side."""
+    from ikd_edu import validate
+
+    return validate.input_size(validate.parse_size(text, "--input"), "--input")
 
 
 def _parse_ints(text: str, what: str) -> list[int]:

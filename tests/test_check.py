@@ -123,10 +123,10 @@ def test_dataset_skips_exactly_what_the_check_reports(messy):
 
 def test_cli_check_table_and_json(messy, capsys):
     ann_file, image_dir = messy
-    assert main(["data", "check", str(ann_file), "--images", str(image_dir)]) == 0
+    assert main(["data", "check", str(ann_file), "--images", str(image_dir)]) == 1  # images training would stop at
     out = capsys.readouterr().out
     assert "left_ankle" in out and "zero-area or negative box" in out
-    assert main(["data", "check", str(ann_file), "--images", str(image_dir), "--json"]) == 0
+    assert main(["data", "check", str(ann_file), "--images", str(image_dir), "--json"]) == 1
     rep = json.loads(capsys.readouterr().out)
     assert rep["n_usable_persons"] == 4 and rep["problems"]["image file missing"] == 1
     assert rep["labelled_per_joint"]["nose"] == 4

@@ -4,12 +4,20 @@ It runs the very record filter the dataset uses (:func:`ikd_edu.data.coco.parse_
 so what it reports as skipped is exactly what training skips, and it opens the images
 (fully decoding them by default, like training will) to find missing or corrupt files.
 
-Exit status: 0 usable (perhaps with skipped records), 2 not usable at all (not JSON, not a
-COCO keypoints file, empty, no person with a labelled joint) with a one-line message.
+The image rules are training's rules (:func:`ikd_edu.data.images.load_rgb`): every image a
+usable person needs must exist, decode and stay under the pixel limit (50 megapixels by
+default; ``--max-pixels N`` or ``IKD_MAX_IMAGE_PIXELS``), and no ``file_name`` may leave the
+image folder (absolute or ``..``: skipped, never opened). ``--quick`` decodes a sample of
+``QUICK_SAMPLE`` images only, and says so.
+
+Exit status: 0 usable (perhaps with skipped records); 1 usable annotations, but images that
+training would stop at (missing, corrupt, over the pixel limit); 2 not usable at all (not
+JSON, not a COCO keypoints file, empty, no person with a labelled joint) with a one-line message.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,9 +26,16 @@ from pathlib import Path
 import numpy as np
 
 from ikd_edu.data.coco import MAX_EXAMPLES, coco_not_found_message, load_coco_json, parse_coco_keypoints
-from ikd_edu.data.images import load_rgb, read_image_size
+from ikd_edu.data.images import MAX_PIXELS_ENV, load_rgb, read_image_size
 from ikd_edu.errors import UserError
 from ikd_edu.skeleton import COCO, Skeleton
+
+
+QUICK_SAMPLE = 200  # images decoded by `data check --quick`
+TOO_LARGE = "image over the pixel limit"
+#: image-level problems: the annotation is fine but training would stop at the image
+IMAGE_PROBLEMS = ("image file missing", "image file corrupt or unreadable", "image size differs from the annotation file",
+                  TOO_LARGE)
 
 
 @dataclass
@@ -55,6 +70,11 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         return self.fatal is None
+
+    @property
+    def image_problems(self) -> int:
+        """Persons whose image training would stop at (missing, corrupt, wrong size, too large)."""
+        return sum(self.problems.get(r, 0) for r in IMAGE_PROBLEMS)
 
     def to_dict(self) -> dict:
         return {
@@ -105,6 +125,7 @@ def check_coco_keypoints(
     verify_images: bool | str = True,
     skeleton: Skeleton = COCO,
     progress: bool = False,
+    sample: int | None = None,
 ) -> CheckReport:
     """Validate a COCO keypoint annotation file and (optionally) its images.
 
@@ -116,6 +137,7 @@ def check_coco_keypoints(
             ``False`` only checks that the files exist.
         skeleton: expected joint layout.
         progress: print a progress line to stderr while decoding.
+        sample: look at only this many images (evenly spread, a note says so); None: all.
 
     Returns:
         :class:`CheckReport`; ``report.fatal`` says why the file cannot be used, if so.
@@ -144,6 +166,10 @@ def check_coco_keypoints(
         bad_images: set[int] = set()
         odd_modes: Counter = Counter()
         used = np.unique(persons.image_ids)
+        if sample is not None and len(used) > sample:
+            report.notes.append(f"quick check: looked at {sample} of {len(used)} images (an even sample); "
+                                "run without --quick to decode every image")
+            used = used[np.linspace(0, len(used) - 1, sample).round().astype(np.int64)]
         for n, image_id in enumerate(used):
             info = persons.images[int(image_id)]
             path = image_dir / info["file_name"]
@@ -162,8 +188,8 @@ def check_coco_keypoints(
                         reason = "image size differs from the annotation file"
                 if mode in ("decode", "header") and reason is None:
                     odd_modes.update([_pil_mode(path)])
-            except UserError:
-                reason = "image file corrupt or unreadable"
+            except UserError as exc:
+                reason = TOO_LARGE if MAX_PIXELS_ENV in str(exc) else "image file corrupt or unreadable"
             if reason is not None:
                 bad_images.add(int(image_id))
                 ex = report.examples.setdefault(reason, [])
@@ -210,6 +236,11 @@ def add_cli_arguments(parser) -> None:
         help="how hard to look at each image: fully decode (default; finds truncated files), "
         "read the header only, or only check the file exists",
     )
+    parser.add_argument("--quick", action="store_true",
+                        help=f"look at an even sample of {QUICK_SAMPLE} images only (the report says so)")
+    parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                        help=f"refuse images over N pixels (default 50000000, or ${MAX_PIXELS_ENV}); "
+                             "training uses the same limit through the variable")
     parser.add_argument("--skeleton", default="coco", help="joint layout: coco (17) or mpii (16)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -219,9 +250,21 @@ def cli_main(args) -> int:
 
     skeleton = get_skeleton(args.skeleton)
     verify = {"decode": "decode", "header": "header", "exists": False}[args.verify]
-    report = check_coco_keypoints(
-        args.annotations, args.images, verify_images=verify, skeleton=skeleton, progress=sys.stderr.isatty()
-    )
+    old_limit = os.environ.get(MAX_PIXELS_ENV)
+    if args.max_pixels is not None:
+        if args.max_pixels < 1:
+            raise UserError(f"--max-pixels must be a positive number of pixels, got {args.max_pixels}")
+        os.environ[MAX_PIXELS_ENV] = str(args.max_pixels)
+    try:
+        report = check_coco_keypoints(
+            args.annotations, args.images, verify_images=verify, skeleton=skeleton, progress=sys.stderr.isatty(),
+            sample=QUICK_SAMPLE if args.quick else None,
+        )
+    finally:  # the limit is this command's, not the process's
+        if old_limit is None:
+            os.environ.pop(MAX_PIXELS_ENV, None)
+        else:
+            os.environ[MAX_PIXELS_ENV] = old_limit
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -229,4 +272,11 @@ def cli_main(args) -> int:
     if report.fatal:
         print(f"ikd-edu: error: {report.fatal}", file=sys.stderr)
         return 2
+    if report.image_problems:
+        reasons = [r for r in IMAGE_PROBLEMS if report.problems.get(r)]
+        example = next((e for r in reasons for e in report.examples.get(r, [])), "")
+        print(f"ikd-edu: error: {report.image_problems} person(s) are on images training would stop at "
+              f"({', '.join(reasons)}), e.g. {example}; fix or remove those images or their annotations",
+              file=sys.stderr)
+        return 1
     return 0

@@ -83,6 +83,19 @@ class CocoPersons:
             ex.append(example)
 
 
+HOSTILE_PATH = "file_name leaves the image folder (absolute or '..')"
+
+
+def path_leaves_folder(file_name: str) -> bool:
+    """True for an image ``file_name`` that is absolute or climbs out with ``..`` (never read: it could be any file)."""
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    unified = file_name.replace("\\", "/")
+    return (not file_name or "\x00" in file_name or PurePosixPath(unified).is_absolute()
+            or PureWindowsPath(file_name).is_absolute() or bool(PureWindowsPath(file_name).drive)
+            or ".." in PurePosixPath(unified).parts)
+
+
 def _is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
@@ -147,7 +160,7 @@ def parse_coco_keypoints(data: dict, num_joints: int = 17, ann_file="annotations
     Problems (malformed, skipped and counted): image entry malformed / duplicate id,
     annotation for unknown image, wrong keypoint count, NaN/inf or non-numeric keypoints,
     bbox missing/malformed/NaN, zero-area or negative box, box outside the image, labelled keypoints outside the
-    image. Skipped by convention (not errors): not a person, crowd, no labelled joint.
+    image, an image ``file_name`` that leaves the image folder (absolute, ``..``). Skipped by convention (not errors): not a person, crowd, no labelled joint.
     """
     k = num_joints
     person_cat = _keypoint_category(data, k, ann_file)
@@ -167,6 +180,9 @@ def parse_coco_keypoints(data: dict, num_joints: int = 17, ann_file="annotations
             continue
         if im["id"] in images:
             out.add_problem("duplicate image id", f"image id {im['id']}")
+            continue
+        if path_leaves_folder(im["file_name"]):
+            out.add_problem(HOSTILE_PATH, f"image id {im['id']}: {im['file_name'][:60]!r}")
             continue
         images[im["id"]] = {"file_name": im["file_name"], "width": float(w), "height": float(h)}
 

@@ -19,6 +19,12 @@ converted to RGB (alpha is dropped, 16-bit and 32-bit values are rescaled to 0..
 A missing file raises :class:`ikd_edu.errors.UserError` (a ``FileNotFoundError`` subclass
 too, so ``except FileNotFoundError`` works) naming the path; a corrupt or truncated file
 raises :class:`UserError` naming the path and the decoder's complaint.
+
+**Pixel limit.** An image larger than :func:`max_image_pixels` (default
+``DEFAULT_MAX_PIXELS`` = 50 megapixels, ~150 MB decoded; COCO's largest are 0.4 MP) is
+refused from its header, before anything is decoded: a 20000 x 20000 "decompression bomb"
+would need 1.2 GB. Raise it with the environment variable ``IKD_MAX_IMAGE_PIXELS=N`` (or
+``ikd-edu data check --max-pixels N``) when you really have such images and the memory.
 """
 from __future__ import annotations
 
@@ -32,6 +38,55 @@ import torch
 from ikd_edu.errors import UserError
 
 _FAST_SUFFIXES = {".jpg", ".jpeg", ".png"}
+DEFAULT_MAX_PIXELS = 50_000_000
+MAX_PIXELS_ENV = "IKD_MAX_IMAGE_PIXELS"
+
+
+def max_image_pixels() -> int:
+    """The pixel limit: ``$IKD_MAX_IMAGE_PIXELS`` if set (a positive integer), else ``DEFAULT_MAX_PIXELS``."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip().replace("_", "")
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    if not text.isdigit() or int(text) < 1:
+        raise UserError(f"{MAX_PIXELS_ENV}={text!r}: must be a positive number of pixels, e.g. 50000000")
+    return int(text)
+
+
+def check_pixels(path, height: int, width: int) -> None:
+    """UserError when an image of ``height x width`` is over :func:`max_image_pixels`."""
+    limit = max_image_pixels()
+    if height * width > limit:
+        raise UserError(
+            f"image {path} is {width}x{height} ({height * width / 1e6:.3g} megapixels), over the limit of "
+            f"{limit / 1e6:g} megapixels; downscale it, or raise the limit with {MAX_PIXELS_ENV}=N if you have "
+            "the memory"
+        )
+
+
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """``(H, W)`` from the header of PNG or JPEG bytes (microseconds, no decoding); None if not found."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+        return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
+    if data[:2] != b"\xff\xd8":
+        return None
+    i, n = 2, len(data)
+    while i + 9 <= n:  # walk the JPEG segments up to the start-of-frame marker
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            i += 2
+            continue
+        if marker in _JPEG_SOF:
+            return int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
 
 
 class ImageNotFoundError(UserError, FileNotFoundError):
@@ -111,18 +166,28 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
         raise UserError(f"cannot read image {path}: {exc.strerror or exc}") from None
     if not data:
         raise UserError(f"image file {path} is empty (0 bytes); re-download or regenerate it")
-    if path.suffix.lower() in _FAST_SUFFIXES:
-        arr = _decode_torchvision(data)
-        if arr is not None:
-            return arr
+    size = header_size(data)
+    if size is not None:
+        check_pixels(path, *size)
+        if path.suffix.lower() in _FAST_SUFFIXES:
+            arr = _decode_torchvision(data)
+            if arr is not None:
+                return arr
     import io
 
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
+            im = Image.open(io.BytesIO(data))
+        with im:
+            check_pixels(path, im.size[1], im.size[0])  # from the header, before decoding
             im.load()  # raises on truncated files (ImageFile.LOAD_TRUNCATED_IMAGES is False)
             return _pil_to_rgb(im)
+    except Image.DecompressionBombError:
+        raise UserError(f"image {path} is too large to decode safely (a decompression bomb?); downscale it, "
+                        f"or raise the limit with {MAX_PIXELS_ENV}=N") from None
     except UnidentifiedImageError:
         raise UserError(f"{path} is not an image file PIL can read (corrupt or wrong format)") from None
     except (OSError, SyntaxError, ValueError) as exc:  # truncated, broken chunks, ...
@@ -135,12 +200,18 @@ def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
 
     path = Path(path)
     try:
-        with Image.open(path) as im:
-            w, h = im.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+    except Image.DecompressionBombError:
+        raise UserError(f"image {path} is too large to decode safely (a decompression bomb?); downscale it, "
+                        f"or raise the limit with {MAX_PIXELS_ENV}=N") from None
     except FileNotFoundError:
         raise ImageNotFoundError(f"image not found: {path}") from None
     except UnidentifiedImageError:
         raise UserError(f"{path} is not an image file PIL can read (corrupt or wrong format)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise UserError(f"cannot read image header of {path}: {exc}") from None
+    check_pixels(path, h, w)
     return h, w

@@ -77,8 +77,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ikd_edu.errors import UserError
-from ikd_edu.io import read_json, write_json
+from ikd_edu.errors import UserError, os_error_message
+from ikd_edu.io import lock_output_dir, read_json, write_json
 from ikd_edu.skeleton import COCO, coco_category
 
 GENERATOR = "ikd-edu-synthetic"
@@ -88,6 +88,7 @@ JPEG_QUALITY = 90
 SPLITS = ("train", "val")
 _SPLIT_CODES = {"train": 0, "val": 1}
 _IMAGE_NAME = re.compile(r"^\d{12}\.jpg$")
+STAGING_PREFIX = ".synth-staging-"  # generate_synthetic renders into out/.synth-staging-<pid>/
 
 # ----------------------------------------------------------------------------------------
 # Body parts. Part ids in the label buffer: 1 + person * _PARTS_PER_PERSON + part.
@@ -624,7 +625,10 @@ def generate_synthetic(out_dir, num_images: int, seed: int = 0, val_images: int 
 
     Layout: ``annotations/person_keypoints_{train,val}.json``, ``{train,val}/NNNNNNNNNNNN.jpg``
     (ids from 1 in each split) and ``synth_meta.json`` (written last: its presence means the
-    set is complete). Old ``NNNNNNNNNNNN.jpg`` files in ``train/`` and ``val/`` are removed.
+    set is complete). The set is made in a temporary folder inside ``out_dir`` whose
+    ``annotations/``, ``train/`` and ``val/`` then replace the old ones (renames), while
+    ``out_dir`` is locked (:func:`ikd_edu.io.lock_output_dir`): a second generator on the
+    same folder is refused, and the leftovers of a killed one are removed on the next start.
 
     Args:
         out_dir: target folder (created).
@@ -642,24 +646,30 @@ def generate_synthetic(out_dir, num_images: int, seed: int = 0, val_images: int 
     """
     num_images, val_images, seed, image_size = _check_args(num_images, val_images, seed, image_size)
     out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"cannot write the synthetic dataset to {out}: {exc.strerror or exc}; "
-                        "choose a writable folder with --out") from None
+    with lock_output_dir(out, "synthetic dataset folder"):
+        for old in out.glob(f"{STAGING_PREFIX}*"):  # left by a killed generator (we hold the lock)
+            shutil.rmtree(old, ignore_errors=True)
+        staging = out / f"{STAGING_PREFIX}{os.getpid()}"
+        try:
+            summary = _generate(out, staging, num_images, seed, val_images, image_size, progress, workers)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return summary
+
+
+def _generate(out: Path, staging: Path, num_images: int, seed: int, val_images: int, image_size: tuple[int, int],
+              progress: bool, workers: int | None) -> dict:
+    """Render into ``staging``, then swap its folders into ``out`` (see :func:`generate_synthetic`)."""
     meta_path = out / "synth_meta.json"
-    meta_path.unlink(missing_ok=True)  # an interrupted run must not look complete
     counts = {"train": num_images, "val": val_images}
     tasks = []
+    try:
+        for split in SPLITS:
+            (staging / split).mkdir(parents=True)
+    except OSError as exc:
+        raise UserError(os_error_message(exc, staging, "write")) from None
     for split in SPLITS:
-        folder = out / split
-        folder.mkdir(exist_ok=True)
-        for old in folder.iterdir():
-            if _IMAGE_NAME.match(old.name):
-                old.unlink()
+        folder = staging / split
         tasks += [(seed, split, i, image_size, str(folder / f"{i:012d}.jpg")) for i in range(1, counts[split] + 1)]
 
     total = len(tasks)
@@ -710,10 +720,21 @@ def generate_synthetic(out_dir, num_images: int, seed: int = 0, val_images: int 
             "annotations": annotations,
             "categories": [coco_category()],
         }
-        write_json(out / "annotations" / f"person_keypoints_{split}.json", coco, indent=None)
+        write_json(staging / "annotations" / f"person_keypoints_{split}.json", coco, indent=None)
         vis = np.array([a["keypoints"][2::3] for a in annotations]).reshape(-1)
         summary[split] = {"images": len(images), "persons": len(annotations),
                           "visible_joints": int((vis == 2).sum()), "occluded_joints": int((vis == 1).sum())}
+    meta_path.unlink(missing_ok=True)  # from here until the new meta file the set must not look complete
+    try:
+        for name in ("annotations", *SPLITS):
+            target = out / name
+            if target.is_dir() and not target.is_symlink():
+                os.replace(target, staging / f"old-{name}")
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+            os.replace(staging / name, target)
+    except OSError as exc:
+        raise UserError(os_error_message(exc, out, "write")) from None
     write_json(meta_path, {**_expected_meta(num_images, val_images, seed, image_size),
                            "counts": {s: summary[s] for s in SPLITS}})
     return summary
@@ -752,9 +773,12 @@ def ensure_synthetic(root, num_images: int, seed: int = 0, val_images: int | Non
     A set with matching ``synth_meta.json`` (generator version, seed, counts, image size)
     and all files present is reused untouched; anything else is regenerated.
     """
-    if not synthetic_matches(root, num_images, seed, val_images, image_size):
-        generate_synthetic(root, num_images, seed=seed, val_images=val_images, image_size=image_size,
-                           progress=progress, workers=workers)
+    if synthetic_matches(root, num_images, seed, val_images, image_size):
+        return Path(root)
+    with lock_output_dir(root, "synthetic dataset folder"):  # another process may be making it right now
+        if not synthetic_matches(root, num_images, seed, val_images, image_size):
+            generate_synthetic(root, num_images, seed=seed, val_images=val_images, image_size=image_size,
+                               progress=progress, workers=workers)
     return Path(root)
 
 
@@ -784,11 +808,12 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 def cli_main(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
-    if not args.force and synthetic_matches(args.out, args.images, args.seed, args.val_images, args.size):
-        print(f"{args.out}: a matching synthetic set exists (seed {args.seed}); reusing it (--force regenerates)")
-        return 0
-    summary = generate_synthetic(args.out, args.images, seed=args.seed, val_images=args.val_images,
-                                 image_size=args.size, progress=not args.quiet, workers=args.workers)
+    with lock_output_dir(args.out, "synthetic dataset folder"):  # checked and written by one process at a time
+        if not args.force and synthetic_matches(args.out, args.images, args.seed, args.val_images, args.size):
+            print(f"{args.out}: a matching synthetic set exists (seed {args.seed}); reusing it (--force regenerates)")
+            return 0
+        summary = generate_synthetic(args.out, args.images, seed=args.seed, val_images=args.val_images,
+                                     image_size=args.size, progress=not args.quiet, workers=args.workers)
     for split in SPLITS:
         s = summary[split]
         print(f"{split}: {s['images']} images, {s['persons']} persons, "

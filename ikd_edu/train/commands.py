@@ -237,8 +237,11 @@ def run_ablation(preset: str, seeds: int = 3, variants: list[str] | None = None,
         raise UserError(f"--variants: unknown {', '.join(bad)}; choose from {', '.join(VARIANTS)}")
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}")
+    from ikd_edu.io import check_output_dir
+
     base = load_config(preset, overrides, role="student", check_files=False)
     root = Path(out_dir) if out_dir else default_out_root(base) / "ablation"
+    check_output_dir(root, what="ablation folder")  # a file, read-only or full: said before any training
     teacher_ckpt = Path(base.model.teacher_checkpoint)
     if any(VARIANTS[v] for v in variants) and not teacher_ckpt.is_file():
         if not train_teacher:
@@ -254,7 +257,10 @@ def run_ablation(preset: str, seeds: int = 3, variants: list[str] | None = None,
                                                    f"run.seed={seed}", f"run.out_dir={run_dir}",
                                                    f"model.teacher_checkpoint={teacher_ckpt}"], role="student")
             summary_path = run_dir / "summary.json"
-            summary = read_json(summary_path, "run summary") if summary_path.is_file() else train(cfg)
+            summary = (read_json(summary_path, "run summary", expect=dict,
+                                 fix=f"delete it to redo the run ({run_dir})") if summary_path.is_file() else train(cfg))
+            if not isinstance(summary.get("best"), dict) or not isinstance(summary["best"].get("value"), (int, float)):
+                raise UserError(f"run summary {summary_path} has no best metric value; delete it to redo the run")
             metric = summary["best"]["metric"]
             values.setdefault(name, []).append(float(summary["best"]["value"]))
             print(f"ablation: {name} seed {seed}: {metric} {summary['best']['value']:.4f}", flush=True)

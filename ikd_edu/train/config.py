@@ -555,10 +555,10 @@ def validate(cfg: Config, check_files: bool = True) -> None:
         raise UserError("optim.epochs: set optim.epochs or optim.steps to a positive number")
     if sorted(cfg.optim.milestones) != list(cfg.optim.milestones):
         raise UserError(f"optim.milestones: must be increasing, got {cfg.optim.milestones}")
-    ih, iw = cfg.data.input_size
+    from ikd_edu.validate import input_size
+
+    ih, iw = input_size(cfg.data.input_size, "data.input_size")  # multiples of 32, 32..1024 per side
     hh, hw = cfg.data.heatmap_size
-    if ih % 32 or iw % 32:
-        raise UserError(f"data.input_size: height and width must be multiples of 32, got {ih}x{iw}")
     if (ih, iw) != (4 * hh, 4 * hw):
         raise UserError(f"data.heatmap_size: the models output input/4, so {ih}x{iw} needs {ih // 4}x{iw // 4}, "
                         f"got {hh}x{hw}")

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from ikd_edu.errors import UserError
-from ikd_edu.io import load_torch, save_torch, write_json
+from ikd_edu.io import check_output_dir, load_torch, lock_output_dir, save_torch, write_json
 from ikd_edu.train import distributed as D
 from ikd_edu.train.config import Config, config_from_dict, config_to_dict, save_config
 
@@ -551,6 +551,34 @@ def find_resume_checkpoint(cfg: Config) -> Path | None:
     return p
 
 
+RESUME_KEYS = ("model", "distill", "optimizer", "scheduler", "rng", "position")
+
+
+def check_resume_checkpoint(ckpt: Any, path: Path, cfg: Config, model: nn.Module, criterion: nn.Module) -> None:
+    """A one-line UserError unless ``ckpt`` is a ``last.pt`` this run (role, model, loss) can continue."""
+    from ikd_edu.models.checkpoints import compare_state_dicts, format_mismatch
+
+    how = "resume from a run's last.pt, or start afresh with run.resume=off (or another --out)"
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in RESUME_KEYS):
+        lacks = [k for k in RESUME_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+        raise UserError(f"run.resume: {path} is not a resumable ikd-edu checkpoint (it lacks {', '.join(lacks)}); {how}")
+    saved = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    role = saved.get("role")
+    if role in ("teacher", "student") and role != cfg.role:
+        raise UserError(f"run.resume: {path} is the checkpoint of a {role} run, not of a {cfg.role}; "
+                        f"continue it with `ikd-edu train {role}`, or {how}")
+    for what, module, state in (("model", model, ckpt["model"]), ("loss (adapters)", criterion, ckpt["distill"])):
+        if not isinstance(state, dict):
+            raise UserError(f"run.resume: {path} holds no {what} weights; {how}")
+        missing, unexpected, mismatched = compare_state_dicts(module.state_dict(), state)
+        if missing or unexpected or mismatched:
+            raise UserError(f"run.resume: {path} does not fit this run's {what} "
+                            f"({format_mismatch(missing, unexpected, mismatched)[:300]}); {how}")
+    position = ckpt["position"]
+    if not isinstance(position, dict) or set(position) != {"epoch", "batch", "step"}:
+        raise UserError(f"run.resume: {path} has no valid position (epoch, batch, step); {how}")
+
+
 def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     """Keys whose value differs between two config dicts (for the resume note)."""
     out = []
@@ -812,7 +840,9 @@ def train(cfg: Config) -> dict:
     device = select_device(cfg.run.device, info.local_rank)
     info = D.init_distributed(device)
     try:
-        return _train(cfg, info, device, t_start)
+        # the run folder is locked against a second writer (rank 0 writes every file)
+        with lock_output_dir(cfg.run.out_dir, "run folder") if info.is_main else contextlib.nullcontext():
+            return _train(cfg, info, device, t_start)
     finally:
         D.cleanup_distributed()
 
@@ -843,6 +873,8 @@ def _train(cfg: Config, info: D.DistInfo, device: torch.device, t_start: float) 
         if teacher is not None:
             teacher = teacher.to(memory_format=torch.channels_last)
     module = TrainModule(model, criterion, student_taps)
+    if info.is_main:  # room for last.pt (weights + two Adam moments) and best.pt, before any work
+        check_output_dir(out_dir, need_bytes=16 * sum(p.numel() for p in module.parameters()) + 2**20, what="run folder")
     optimizer = build_optimizer(cfg, module.parameters())
     scheduler = build_scheduler(cfg, optimizer, plan.total_steps, plan.steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type) if use_scaler else None
@@ -854,12 +886,15 @@ def _train(cfg: Config, info: D.DistInfo, device: torch.device, t_start: float) 
     resume_from = find_resume_checkpoint(cfg)
     if resume_from is not None:
         ckpt = load_torch(resume_from, map_location="cpu")
-        if not isinstance(ckpt, dict) or "optimizer" not in ckpt:
-            raise UserError(f"run.resume: {resume_from} is not a resumable ikd-edu checkpoint (use last.pt)")
+        check_resume_checkpoint(ckpt, resume_from, cfg, model, criterion)
         model.load_state_dict(ckpt["model"])
         criterion.load_state_dict(ckpt["distill"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+            raise UserError(f"run.resume: the optimizer state in {resume_from} does not fit this run "
+                            f"({type(exc).__name__}); start afresh with run.resume=off or another --out") from None
         if getattr(scheduler, "total_steps", plan.total_steps) != plan.total_steps:
             raise UserError(f"optim.steps: the one-cycle schedule of {resume_from} was planned for "
                             f"{scheduler.total_steps} steps, not {plan.total_steps}; keep the length or start "
@@ -875,7 +910,8 @@ def _train(cfg: Config, info: D.DistInfo, device: torch.device, t_start: float) 
         if changed:
             log.print("note: the config differs from the checkpoint's: " + "; ".join(changed))
         log.truncate_csv("metrics.csv", pos.step)
-        log.truncate_csv("eval.csv", pos.step)
+        # the final evaluation is redone below when the run stopped after it: keep one row for it
+        log.truncate_csv("eval.csv", pos.step - 1 if pos.step >= plan.total_steps else pos.step)
         del ckpt
     if info.is_main:
         save_config(cfg, out_dir / "config.yaml")

@@ -126,9 +126,12 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    rows = run_quickstart(args.out, seed=args.seed, data=args.data, fast=args.fast, overrides=args.overrides,
-                          teacher_steps=args.teacher_steps, student_steps=args.student_steps,
-                          train_teacher=args.train_teacher)
+    from ikd_edu.io import lock_output_dir
+
+    with lock_output_dir(args.out, "quickstart folder"):  # a second quickstart on the same --out is refused
+        rows = run_quickstart(args.out, seed=args.seed, data=args.data, fast=args.fast, overrides=args.overrides,
+                              teacher_steps=args.teacher_steps, student_steps=args.student_steps,
+                              train_teacher=args.train_teacher)
     return 0 if rows else 1
 
 
@@ -208,11 +211,14 @@ def _finished(cfg) -> dict | None:
     path = Path(cfg.run.out_dir) / "summary.json"
     if not path.is_file():
         return None
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return summary if summary.get("steps") == cfg.optim.steps and summary.get("final") else None
+    from ikd_edu.io import read_json
+
+    summary = read_json(path, "run summary", expect=dict, fix=f"delete it to redo or resume the run ({path.parent})")
+    final = summary.get("final")
+    if final is not None and not isinstance(final, dict):
+        raise UserError(f"run summary {path}: 'final' should be a JSON object of metrics; delete it to redo "
+                        f"or resume the run ({path.parent})")
+    return summary if summary.get("steps") == cfg.optim.steps and final else None
 
 
 def _train_or_reuse(cfg, label: str, expected_s: float | None) -> dict:
@@ -390,7 +396,11 @@ def equal_time_steps(seed_dir: Path, labels: dict, ikd: dict, steps: int, max_fa
     """Steps that give a labels-only student the IKD student's training time (stored, so reruns agree)."""
     path = seed_dir / "equal_time.json"
     if path.is_file():
-        info = json.loads(path.read_text())
+        from ikd_edu.io import read_json
+
+        info = read_json(path, "equal-time file", expect=dict, fix="delete it to recompute it")
+        if isinstance(info.get("steps"), bool) or not isinstance(info.get("steps"), int) or info["steps"] < 1:
+            raise UserError(f"equal-time file {path} has no positive integer 'steps'; delete it to recompute it")
         return int(info["steps"]), info
     labels_step = float(labels["train_s"]) / max(int(labels["steps"]), 1)
     ikd_s = float(ikd["train_s"])
@@ -411,8 +421,12 @@ def teacher_curve(run_dir: Path) -> list[tuple[int, float]]:
     path = run_dir / "eval.csv"
     if not path.is_file():
         return []
-    with open(path) as fh:
-        return [(int(float(r["step"])), float(r["AP"])) for r in csv.DictReader(fh) if r.get("AP")]
+    try:
+        with open(path, newline="") as fh:
+            return [(int(float(r["step"])), float(r["AP"])) for r in csv.DictReader(fh) if r.get("AP")]
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError, csv.Error):
+        raise UserError(f"evaluation log {path} is not a CSV with step and AP columns; delete it (the teacher's "
+                        "next evaluation writes it again) or the whole run folder to redo it") from None
 
 
 def profile_models(out: Path, cfg, fast: bool) -> dict[str, dict]:
@@ -420,7 +434,12 @@ def profile_models(out: Path, cfg, fast: bool) -> dict[str, dict]:
     from ikd_edu.io import write_json
 
     path = out / "profile.json"
-    cache = json.loads(path.read_text()) if path.is_file() else {}
+    from ikd_edu.io import read_json
+
+    cache = read_json(path, "profile cache", expect=dict, fix="delete it to measure again") if path.is_file() else {}
+    for entry in cache.values():
+        if not isinstance(entry, dict) or not {"params", "gmacs", "latency_ms"} <= set(entry):
+            raise UserError(f"profile cache {path} has malformed entries; delete it to measure again")
     size = tuple(cfg.data.input_size)
     key = f"{size[0]}x{size[1]}"
     changed = False
@@ -455,10 +474,16 @@ def collect_seeds(out: Path) -> dict[int, list[dict]]:
     """Every ``results-seed<S>.json`` in ``out``: seed -> rows."""
     found = {}
     for p in sorted(out.glob("results-seed*.json")):
+        from ikd_edu.io import read_json
+
         try:
-            found[int(p.stem[len("results-seed"):])] = json.loads(p.read_text())
-        except (ValueError, OSError):
+            seed = int(p.stem[len("results-seed"):])
+        except ValueError:
             continue
+        rows = read_json(p, "results file", expect=list, fix="delete it to recompute that seed")
+        if not all(isinstance(r, dict) and isinstance(r.get("name"), str) for r in rows):
+            raise UserError(f"results file {p} should be a list of rows with a 'name'; delete it to recompute that seed")
+        found[seed] = rows
     return found
 
 
