@@ -9,6 +9,7 @@ times are reported, not asserted.
 from __future__ import annotations
 
 import json
+import re
 
 import nbformat
 import pytest
@@ -18,6 +19,10 @@ from notebook_runner import NOTEBOOK_DIR, REPO, execute, outputs_of
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 QUICK_BUDGET_S = 180  # the goal per notebook on 2 CPU cores: reported in the artifact, not asserted
 TIMES = REPO / "test-artifacts" / "notebook-times.json"
+RESULTS = REPO / "test-artifacts" / "notebook-results.json"
+#: a result read out by ikd_edu.course.effect: "<what>: AP 21.0 vs 16.4 for labels only (+4.6 AP): helps ..."
+EFFECT = re.compile(r"^(?P<what>[^:\n]+): AP (?P<ap>[\d.]+) vs (?P<base>[\d.]+) for (?P<baseline>[^(\n]+) "
+                    r"\((?P<diff>[+-][\d.]+) AP\): (?P<verdict>helps|hurts|shows no clear effect)", re.M)
 
 
 def test_notebooks_are_numbered_without_gaps():
@@ -48,3 +53,11 @@ def test_notebook_runs_in_quick_mode(path, course_env):
     assert figures, f"{path.name} draws no figure"
     text = "\n".join(o.get("text", "") for o in outputs_of(nb, "stream"))
     assert "quick mode" in text, f"{path.name} does not say which mode it runs in"
+    effects = [m.groupdict() for m in EFFECT.finditer(text)]
+    if path.name[:2] in ("03", "04", "05", "06"):  # each reads its distillation result out from its own numbers
+        assert effects, f"{path.name} does not report its term's effect (course.effect) from its numbers"
+        for e in effects:  # the sentence agrees with the numbers it quotes
+            assert abs(float(e["ap"]) - float(e["base"]) - float(e["diff"])) <= 0.11, e
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    results[path.name] = effects
+    RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True))

@@ -168,7 +168,7 @@ def test_readme_table_is_generated_from_summary(tmp_path):
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{tables.BEGIN}\nold\n{tables.END}\noutro\n")
-    args = ["--summary", str(tmp_path / "summary.json"), "--readme", str(readme)]
+    args = ["--summary", str(tmp_path / "summary.json"), "--readme", str(readme), "--artifacts", str(tmp_path / "none")]
     assert tables.main(args + ["--check"]) == 1
     assert tables.main(args) == 0
     text = readme.read_text()
