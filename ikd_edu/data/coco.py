@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ikd_edu.data.images import load_rgb
-from ikd_edu.data.transforms import AugmentConfig, normalize, top_down_sample
+from ikd_edu.data.transforms import TARGET_WEIGHT_RULES, AugmentConfig, normalize, top_down_sample
 from ikd_edu.errors import UserError
 from ikd_edu.geometry import PIXEL_STD, box_to_center_scale
 from ikd_edu.io import read_json
@@ -297,7 +297,12 @@ class TopDownDataset(torch.utils.data.Dataset):
     ``self.rec_gt_area`` ``(N,)``.
     """
 
-    def _setup(self, input_size, heatmap_size, sigma, train, augment, skeleton, unbiased_encoding) -> None:
+    def _setup(self, input_size, heatmap_size, sigma, train, augment, skeleton, unbiased_encoding,
+               target_weight_rule: str = "reference") -> None:
+        if target_weight_rule not in TARGET_WEIGHT_RULES:
+            raise UserError(f"target_weight_rule: expected one of {', '.join(TARGET_WEIGHT_RULES)}, "
+                            f"got {target_weight_rule!r}")
+        self.target_weight_rule = target_weight_rule
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.heatmap_size = (int(heatmap_size[0]), int(heatmap_size[1]))
         self.sigma = float(sigma)
@@ -331,6 +336,7 @@ class TopDownDataset(torch.utils.data.Dataset):
             image, self.rec_center[index], self.rec_scale[index], joints,
             input_size=self.input_size, skeleton=self.skeleton, train=self.train,
             augment=self.augment, rng=self._rng() if self.train else None,
+            target_weight_rule=self.target_weight_rule,
         )
         hm_xy = torch.from_numpy(s["joints_crop"] / self.feat_stride).float()[None]  # (1, K, 2)
         heatmaps, target_weight = encode_heatmaps(
@@ -368,6 +374,8 @@ class TopDownCocoDataset(TopDownDataset):
             ``score >= det_score_thresh`` (joints zero) instead of one per GT person.
         skeleton: joint layout (``ikd_edu.skeleton.COCO``).
         unbiased_encoding: DARK-style unbiased Gaussian centres (passed to the codec).
+        target_weight_rule: ``"reference"`` (default) or ``"inside-crop"``; see
+            :data:`ikd_edu.data.transforms.TARGET_WEIGHT_RULES`.
         image_ids: keep only these images. max_instances: keep the first N records.
 
     Items: see :meth:`TopDownDataset.__getitem__` and docs/DESIGN.md (``image (3,H,W)``,
@@ -398,8 +406,9 @@ class TopDownCocoDataset(TopDownDataset):
         unbiased_encoding: bool = False,
         image_ids=None,
         max_instances: int | None = None,
+        target_weight_rule: str = "reference",
     ) -> None:
-        self._setup(input_size, heatmap_size, sigma, train, augment, skeleton, unbiased_encoding)
+        self._setup(input_size, heatmap_size, sigma, train, augment, skeleton, unbiased_encoding, target_weight_rule)
         self.ann_file = Path(ann_file)
         self.image_dir = Path(image_dir)
         data = load_coco_json(self.ann_file)

@@ -57,7 +57,7 @@ class TopDownMpiiDataset(TopDownDataset):
         ann_file: SimpleBaseline-layout JSON (see the module docstring).
         image_dir: folder of the MPII images.
         input_size: crop ``(H, W)`` (reference 256x256); heatmap_size ``(h, w)`` (64x64).
-        train / augment / sigma / unbiased_encoding / max_instances: as for COCO.
+        train / augment / sigma / unbiased_encoding / max_instances / target_weight_rule: as for COCO.
 
     Items: ``image_id`` is the entry's index in the file, ``box_score`` 1, ``area`` the
     reference ``scale[0] * scale[1] * 200^2``, ``gt_area`` the same.
@@ -76,8 +76,9 @@ class TopDownMpiiDataset(TopDownDataset):
         skeleton: Skeleton = MPII,
         unbiased_encoding: bool = False,
         max_instances: int | None = None,
+        target_weight_rule: str = "reference",
     ) -> None:
-        self._setup(input_size, heatmap_size, sigma, train, augment, skeleton, unbiased_encoding)
+        self._setup(input_size, heatmap_size, sigma, train, augment, skeleton, unbiased_encoding, target_weight_rule)
         self.ann_file, self.image_dir = Path(ann_file), Path(image_dir)
         entries = _load_entries(self.ann_file)
         if not self.image_dir.is_dir():

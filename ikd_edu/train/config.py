@@ -67,6 +67,7 @@ class DataConfig:
     sigma: float = 2.0  # Gaussian sigma of the target heatmaps, in heatmap pixels
     unbiased_encoding: bool = False  # DARK-style sub-pixel Gaussian centres
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # scale/rotation/flip (SimpleBaseline defaults)
+    target_weight_rule: str = "reference"  # reference (labelled joints keep weight 1 while their 3-sigma window touches the heatmap) | inside-crop (also 0 outside the crop)
     num_workers: int = 4  # DataLoader worker processes per rank (0 = load in the main process)
     label_subset: int = 0  # train on N randomly chosen training images only (0 = all): a label-limited student
     subset_seed: int = 0  # which N images; fixed across run seeds so every variant sees the same labels
@@ -204,6 +205,7 @@ class Config:
 CHOICES: dict[str, tuple[str, ...]] = {
     "role": ("teacher", "student"),
     "data.dataset": ("coco", "mpii", "synthetic"),
+    "data.target_weight_rule": ("reference", "inside-crop"),
     "distill.decay": ("none", "linear", "cosine"),
     "distill.logit_mode": ("mse", "kl"),
     "distill.feature_mode": ("l2", "attention"),

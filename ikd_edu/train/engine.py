@@ -185,7 +185,8 @@ def build_dataset(cfg: Config, split: str, progress: bool = False):
     ann = root / (d.train_ann if train else d.val_ann)
     images = root / (d.train_images if train else d.val_images)
     common = dict(input_size=tuple(d.input_size), heatmap_size=tuple(d.heatmap_size), sigma=d.sigma, train=train,
-                  augment=d.augment if train else None, unbiased_encoding=d.unbiased_encoding)
+                  augment=d.augment if train else None, unbiased_encoding=d.unbiased_encoding,
+                  target_weight_rule=d.target_weight_rule)
     if d.dataset == "mpii":
         from ikd_edu.data.mpii import TopDownMpiiDataset
 
