@@ -112,6 +112,7 @@ class DistillConfig:
     alpha: float = 0.5  # logit KD share a (FPD): (1 - a) L_gt + a L_logit
     logit_mode: str = "mse"  # mse | kl: how student and teacher heatmaps are compared
     temperature: float = 1.0  # kl only: softmax temperature
+    logit_teacher_weighting: str = "all"  # all (teacher term counts every joint, ours) | target (target weights also weight it, FPD-style code)
     feature_weight: float = 1e-3  # beta: feature KD weight (through a 1x1 adapter + BN)
     feature_mode: str = "l2"  # l2 (adapter, then MSE) | attention (spatial attention maps, no adapter)
     feature_tap: str = "layer4"  # student and teacher feature matched by feature KD
@@ -208,6 +209,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.target_weight_rule": ("reference", "inside-crop"),
     "distill.decay": ("none", "linear", "cosine"),
     "distill.logit_mode": ("mse", "kl"),
+    "distill.logit_teacher_weighting": ("all", "target"),
     "distill.feature_mode": ("l2", "attention"),
     "optim.optimizer": ("adam", "adamw", "sgd"),
     "optim.schedule": ("multistep", "onecycle", "cosine", "constant"),

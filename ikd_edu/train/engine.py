@@ -254,7 +254,8 @@ def build_criterion(cfg: Config, model: nn.Module, teacher: nn.Module | None) ->
     terms = list(d.terms) if cfg.is_distillation else []
     kwargs = dict(terms=terms, alpha=d.alpha, feature_weight=d.feature_weight, affinity_weight=d.affinity_weight,
                   relation_weight=d.relation_weight, feature_tap=d.feature_tap, structure_tap=d.structure_tap,
-                  logit_mode=d.logit_mode, temperature=d.temperature, feature_mode=d.feature_mode, decay=d.decay)
+                  logit_mode=d.logit_mode, temperature=d.temperature, feature_mode=d.feature_mode, decay=d.decay,
+                  logit_teacher_weighting=d.logit_teacher_weighting)
     if teacher is not None and terms:
         return IntegralKD.for_models(model, teacher, **kwargs)
     return IntegralKD(**kwargs)
