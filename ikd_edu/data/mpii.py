@@ -92,7 +92,8 @@ class TopDownMpiiDataset(TopDownDataset):
         ann_file: SimpleBaseline-layout JSON (see the module docstring).
         image_dir: folder of the MPII images.
         input_size: crop ``(H, W)`` (reference 256x256); heatmap_size ``(h, w)`` (64x64).
-        train / augment / sigma / unbiased_encoding / max_instances / target_weight_rule: as for COCO.
+        train / augment / sigma / unbiased_encoding / max_instances / target_weight_rule / channel_order:
+            as for COCO.
         head_box_file: head boxes for PCKh (default ``gt_valid.mat`` beside ``ann_file``;
             ignored when every entry has ``head_box``); see :func:`resolve_head_boxes`.
         need_head_boxes: resolve them now, UserError if missing (default: ``not train``).
@@ -117,8 +118,10 @@ class TopDownMpiiDataset(TopDownDataset):
         target_weight_rule: str = "reference",
         head_box_file=None,
         need_head_boxes: bool | None = None,
+        channel_order: str = "rgb",
     ) -> None:
-        self._setup(input_size, heatmap_size, sigma, train, augment, skeleton, unbiased_encoding, target_weight_rule)
+        self._setup(input_size, heatmap_size, sigma, train, augment, skeleton, unbiased_encoding, target_weight_rule,
+                    channel_order)
         self.ann_file, self.image_dir = Path(ann_file), Path(image_dir)
         entries = _load_entries(self.ann_file)
         if not self.image_dir.is_dir():

@@ -287,6 +287,26 @@ def normalize(image: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torc
     return (image - m) / s
 
 
+#: Channel order of a network's input: ``"rgb"`` (ikd-edu's models) or ``"bgr"`` (the
+#: released SimpleBaseline ``pose_resnet_*.pth``: the reference reads images with
+#: ``cv2.imread`` and never converts them, so it trained on BGR normalised with the ImageNet
+#: mean/std listed in RGB order - channel 0 (blue) minus 0.485, over 0.229).
+CHANNEL_ORDERS = ("rgb", "bgr")
+
+
+def to_network_input(image: torch.Tensor, channel_order: str = "rgb") -> torch.Tensor:
+    """RGB ``(3, H, W)`` / ``(B, 3, H, W)`` crop in 0..1 -> the normalised input a model expects.
+
+    ``"rgb"``: :func:`normalize`. ``"bgr"``: reverse the channels first and normalise with the
+    same (RGB-ordered) mean/std tuples, exactly what the reference does to a ``cv2.imread`` image.
+    """
+    if channel_order not in CHANNEL_ORDERS:
+        raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
+    if channel_order == "bgr":
+        image = image.flip(-3)  # (..., 3, H, W): R G B -> B G R
+    return normalize(image)
+
+
 def denormalize(image: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     """Inverse of :func:`normalize` (for display)."""
     m = torch.as_tensor(mean, dtype=image.dtype, device=image.device).view(3, 1, 1)
