@@ -72,7 +72,7 @@ from ikd_edu.errors import UserError
 from ikd_edu.skeleton import COCO, Skeleton
 
 DEFAULT_DATA = Path("data/synthetic")
-DEFAULT_PORT = 5151
+DEFAULT_PORT = int(os.environ.get("IKD_EDU_APP_PORT", "5151"))  # the env var lets tests avoid a busy port
 DEFAULT_ADDRESS = "127.0.0.1"
 
 #: The saved views a course uses, name -> what it shows.
