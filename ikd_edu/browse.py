@@ -72,7 +72,7 @@ from ikd_edu.errors import UserError
 from ikd_edu.skeleton import COCO, Skeleton
 
 DEFAULT_DATA = Path("data/synthetic")
-DEFAULT_PORT = 5151
+DEFAULT_PORT = int(os.environ.get("IKD_EDU_APP_PORT", "5151"))  # the env var lets tests avoid a busy port
 DEFAULT_ADDRESS = "127.0.0.1"
 
 #: The saved views a course uses, name -> what it shows.
@@ -396,15 +396,43 @@ def _import_fiftyone():
     return fo
 
 
-def check_app_available() -> None:
-    """Import FiftyOne and connect to its database; raise :class:`AppUnavailable` if either fails."""
-    _import_fiftyone()
+DB_PROBE_TIMEOUT_S = 5.0  # how long to wait for FiftyOne's MongoDB before falling back
+_db_connected = False  # once connected, later checks are silent and instant
+
+
+def check_app_available(timeout: float = DB_PROBE_TIMEOUT_S) -> None:
+    """Import FiftyOne and connect to its database; raise :class:`AppUnavailable` if either fails.
+
+    Says what it is doing first (on stderr). A database FiftyOne is pointed at
+    (``database_uri``) is pinged with a ``timeout``-second server-selection limit, so an
+    unreachable one fails in seconds instead of FiftyOne's half-minute of retries. FiftyOne's
+    own local ``mongod`` is then started as usual (its first start can take longer on a busy
+    machine, so it is not cut short).
+    """
+    global _db_connected
+    fo = _import_fiftyone()
+    if _db_connected:
+        return
     from fiftyone.core.odm import database
 
+    uri = getattr(fo.config, "database_uri", None)
+    where = "at database_uri" if uri else "(starting FiftyOne's local mongod)"
+    print(f"ikd-edu: connecting to FiftyOne's MongoDB {where}, probe timeout {timeout:g} s...",
+          file=sys.stderr, flush=True)
     try:
+        if uri:
+            import pymongo
+
+            client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=int(timeout * 1000),
+                                         connectTimeoutMS=int(timeout * 1000))
+            try:
+                client.admin.command("ping")
+            finally:
+                client.close()
         database.get_db_conn()
     except Exception as exc:  # FiftyOneConfigError, ServiceListenTimeout, ConnectionError, pymongo errors
         raise AppUnavailable("mongodb", _mongodb_message(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")) from exc
+    _db_connected = True
 
 
 def _normalised(xy: np.ndarray, size: np.ndarray) -> list[tuple[float, float]]:
@@ -521,7 +549,7 @@ def build_dataset(data: BrowseData, name: str | None = None, persistent: bool = 
                     label="person", points=_normalised(pred["keypoints"][p], size),
                     confidence=[float(c) for c in pred["confidence"][p]], index=int(data.person_index[p]),
                     instance=instances[p], ann_id=int(data.ann_ids[p]), oks=float(pred["oks"][p]),
-                    joint_error=[float(e) for e in err],
+                    joint_error=[round(float(e), 1) for e in err],  # px, 0.1 px is plenty (NaN stays NaN)
                     mean_error=float(np.nanmean(err)) if np.isfinite(err).any() else None, **extra))
             sample[who] = fo.Keypoints(keypoints=kps)
             sample[f"{who}_oks"] = float(pred["oks"][persons].mean())
@@ -735,7 +763,7 @@ def _save_gallery(data: BrowseData, path: str) -> Path:
         with atomic_write(target, "wb") as fh:
             fig.savefig(fh, format=(target.suffix.lstrip(".") or "png"), dpi=90)
         written.append(target)
-    return written[0].parent
+    return written
 
 
 def cli_main(args: argparse.Namespace) -> int:
@@ -767,8 +795,10 @@ def cli_main(args: argparse.Namespace) -> int:
             if not args.persistent:
                 ds.delete()
     except AppUnavailable as exc:
-        folder = _save_gallery(data, args.gallery)
         print(f"ikd-edu: error: {exc}", file=sys.stderr)
-        print(f"ikd-edu: static gallery of the same views written to {folder}", file=sys.stderr)
+        written = _save_gallery(data, args.gallery)
+        print(f"ikd-edu: static gallery of the same views written to {written[0].parent}:", file=sys.stderr)
+        for path in written:
+            print(f"  {path}", file=sys.stderr)
         return 3
     return 0

@@ -23,7 +23,7 @@ from ikd_edu.errors import UserError, debug_enabled, one_line, user_message
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("data", "synth"): ("ikd_edu.data.synthetic", "generate the synthetic multi-person dataset"),
     ("data", "check"): ("ikd_edu.data.check", "validate a COCO keypoint annotation file"),
-    ("eval",): ("ikd_edu.evaluate", "COCO keypoint AP of a results file (pycocotools)"),
+    ("eval",): ("ikd_edu.evaluate", "COCO keypoint AP (pycocotools) or MPII PCKh of a results file"),
     ("profile",): ("ikd_edu.profile", "params, true MACs and latency of models"),
     ("train", "teacher"): ("ikd_edu.train.commands", "train a teacher on ground truth"),
     ("train", "student"): ("ikd_edu.train.commands", "train a student, optionally distilled"),

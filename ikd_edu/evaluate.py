@@ -587,12 +587,53 @@ def pckh(
     }
 
 
+def mpii_pckh_of_files(ann_file, results_file, head_box_file=None) -> dict:
+    """PCKh@0.5 and @0.1 (%) of an MPII results file against a SimpleBaseline-layout annotation file.
+
+    ``results_file``: a JSON list with one entry per person of ``ann_file``, in the same order,
+    each holding ``"joints": [[x, y], ... 16]`` in the annotation file's 1-based MATLAB pixels
+    (so the annotation file itself is a valid, perfect results file). Visibility comes from
+    ``ann_file``'s ``joints_vis``; head boxes from its ``head_box`` fields or ``gt_valid.mat``
+    beside it (:func:`ikd_edu.data.mpii.resolve_head_boxes`).
+    """
+    from ikd_edu.data.mpii import _load_entries, resolve_head_boxes
+    from ikd_edu.io import read_json
+
+    entries = _load_entries(Path(ann_file))
+    results = read_json(Path(results_file), what="MPII results file")
+    if not isinstance(results, list) or len(results) != len(entries):
+        got = f"{len(results)} entries" if isinstance(results, list) else type(results).__name__
+        raise UserError(f"{results_file}: expected a JSON list of {len(entries)} entries (one per person of "
+                        f"{ann_file}, same order) with 'joints': [[x, y], ...], got {got}")
+    k = MPII.num_joints
+    try:
+        pred = np.asarray([r["joints"] for r in results], dtype=np.float64).reshape(-1, k, 2)
+        gt = np.asarray([a["joints"] for a in entries], dtype=np.float64).reshape(-1, k, 2)
+        vis = np.asarray([a.get("joints_vis", [1] * k) for a in entries], dtype=np.float64).reshape(-1, k)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"MPII joints must be [[x, y] x {k}] per entry ({type(exc).__name__}: {exc})") from None
+    sizes = head_size_from_box(resolve_head_boxes(ann_file, entries, head_box_file))
+    return {"PCKh": pckh(pred, gt, vis, sizes, 0.5)["mean"], "PCKh@0.1": pckh(pred, gt, vis, sizes, 0.1)["mean"]}
+
+
+def _is_mpii_annotation(path) -> bool:
+    """An MPII SimpleBaseline annotation file is a JSON list; a COCO one is a dict."""
+    with open(path, "rb") as f:
+        head = f.read(64).lstrip()
+    return head[:1] == b"["
+
+
 # --------------------------------------------------------------------------------------
 # CLI: ikd-edu eval --ann FILE --results FILE [--out metrics.json]
 # --------------------------------------------------------------------------------------
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ann", required=True, help="COCO person_keypoints_*.json ground truth")
-    parser.add_argument("--results", required=True, help="COCO keypoint results JSON (list of dicts)")
+    parser.add_argument("--ann", required=True,
+                        help="COCO person_keypoints_*.json, or MPII annotations/valid.json (SimpleBaseline layout)")
+    parser.add_argument("--results", required=True,
+                        help="COCO keypoint results JSON (list of dicts); MPII: a list of {joints: [[x, y] x 16]} "
+                             "per person of --ann, same order, 1-based pixels")
+    parser.add_argument("--head-boxes", default=None, metavar="FILE",
+                        help="MPII only: head boxes for PCKh [gt_valid.mat beside --ann]")
     parser.add_argument("--out", default=None, help="write the metrics here as JSON (atomic)")
     parser.add_argument("--verbose", action="store_true", help="show pycocotools' own output")
 
@@ -604,8 +645,14 @@ def cli_main(args: argparse.Namespace) -> int:
         if Path(args.out).is_dir():
             raise UserError(f"--out {args.out} is a folder; pass a file name such as metrics.json")
         check_output_dir(Path(args.out).parent, what="--out folder")
-    metrics = coco_keypoint_eval(args.ann, args.results, quiet=not args.verbose)
-    print(format_metrics(metrics))
+    if not Path(args.ann).is_file():
+        raise UserError(f"annotation file {args.ann} not found")
+    if _is_mpii_annotation(args.ann):
+        metrics = mpii_pckh_of_files(args.ann, args.results, args.head_boxes)
+        print(f"PCKh@0.5  {metrics['PCKh']:6.2f}\nPCKh@0.1  {metrics['PCKh@0.1']:6.2f}")
+    else:
+        metrics = coco_keypoint_eval(args.ann, args.results, quiet=not args.verbose)
+        print(format_metrics(metrics))
     if args.out:
         write_json(args.out, metrics)
         print(f"wrote {args.out}")

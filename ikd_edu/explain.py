@@ -23,9 +23,11 @@ Methods (``method=``):
   ``"black"`` = the all-black image (``normalize(0)``), ``"mean"`` = all zeros = the ImageNet
   mean colour, ``"blur"`` = the crop blurred with a Gaussian (sigma ``blur_sigma`` px): it
   keeps colours and removes edges, so it asks "which *structure* made the joint?".
-* ``"gradcam"``: Layer Grad-CAM on a feature tap (``layer="layer4"`` by default, any of
+* ``"gradcam"``: Layer Grad-CAM on a feature tap (``layer="deconv2"`` by default, any of
   ``model.tap_names`` except ``"heatmaps"``): ``ReLU(sum_c mean_uv(dS/dA_c) A_c)``, upsampled
-  (bilinear) from the tap's ``(H/s, W/s)`` to the crop's ``(H, W)``.
+  (bilinear) from the tap's ``(H/s, W/s)`` to the crop's ``(H, W)``. The default is the
+  stride-8 ``deconv2`` (16 x 12 = 192 positions at 128x96, 32 x 24 at 256x192): ``layer4``
+  is only 4 x 3 at 128x96, and upsampling 12 values smears a knee into a corner blob.
 * ``"saliency"``: ``|dS/dx|``, the plain gradient magnitude.
 
 The model is never changed: it is put in ``eval()`` mode (BatchNorm statistics frozen), its
@@ -49,6 +51,8 @@ from ikd_edu.data.transforms import denormalize, normalize
 from ikd_edu.errors import UserError
 
 METHODS = ("integrated_gradients", "gradcam", "saliency")
+DEFAULT_GRADCAM_LAYER = "deconv2"  # stride 8: >= 48 positions even at the quick 128x96 crops
+COLOR_SCALES = ("shared", "per-panel")
 TARGETS = ("peak", "window")
 BASELINES = ("black", "blur", "mean")
 
@@ -198,7 +202,7 @@ def explain_joint(
     target: str = "peak",
     window: int = 2,
     baseline: str = "black",
-    layer: str = "layer4",
+    layer: str = DEFAULT_GRADCAM_LAYER,
     n_steps: int = 32,
     internal_batch_size: int | None = 16,
     blur_sigma: float = 6.0,
@@ -212,7 +216,7 @@ def explain_joint(
         method: ``"integrated_gradients"``, ``"gradcam"`` or ``"saliency"``.
         target: ``"peak"`` or ``"window"`` (see :class:`JointScore`); window: its half-size r.
         baseline: IG baseline ``"black"``, ``"blur"`` or ``"mean"`` (:func:`make_baseline`).
-        layer: Grad-CAM tap (``model.tap_names`` except ``"heatmaps"``).
+        layer: Grad-CAM tap (``model.tap_names`` except ``"heatmaps"``; default ``"deconv2"``).
         n_steps: IG integration points; internal_batch_size: IG points per forward/backward.
         blur_sigma: Gaussian sigma (crop px) of the ``"blur"`` baseline.
 
@@ -290,47 +294,64 @@ def plot_teacher_student_attribution(
     student: Attribution,
     joint_name: str | None = None,
     alpha: float = 0.55,
+    color_scale: str = "shared",
 ):
     """Side-by-side figure ``crop | teacher attribution | student attribution`` over the crop.
 
-    Signed maps (IG) use a diverging colour map centred at 0 with one shared range, so the two
-    panels compare directly; non-negative maps (Grad-CAM, saliency) share ``0..max``. The
-    target point (the fixed predicted location) is marked with a cross. Returns the Figure.
+    ``color_scale="shared"`` (default): both panels use one range, so they compare directly
+    (signed maps (IG) a diverging colour map centred at 0, ``-lim..lim``; non-negative maps
+    (Grad-CAM, saliency) ``0..max``), with one colour bar labelled "shared scale". A much
+    weaker map then looks empty: ``color_scale="per-panel"`` gives each panel its own range
+    and its own colour bar, labelled "teacher scale" / "student scale", and says so in the
+    panel titles - read the *patterns*, not the strengths, across panels. The target point
+    (the fixed predicted location) is marked with a cross. Returns the Figure.
     """
     from matplotlib.figure import Figure
 
+    if color_scale not in COLOR_SCALES:
+        raise UserError(f"color_scale must be one of {COLOR_SCALES}, got {color_scale!r}")
     rgb = _crop_rgb(image_crop)
     maps = [teacher.map.numpy(), student.map.numpy()]
     signed = teacher.method == "integrated_gradients"
-    if signed:
-        lim = max(float(np.abs(m).max()) for m in maps) or 1.0
-        cmap, vmin, vmax = "coolwarm", -lim, lim
-    else:
-        cmap, vmin, vmax = "inferno", 0.0, max(float(m.max()) for m in maps) or 1.0
-    fig = Figure(figsize=(9, 4.2), layout="constrained")
+
+    def limits(ms):  # (cmap, vmin, vmax) covering the maps ms
+        if signed:
+            lim = max(float(np.abs(m).max()) for m in ms) or 1.0
+            return "coolwarm", -lim, lim
+        return "inferno", 0.0, max(float(m.max()) for m in ms) or 1.0
+
+    shared = color_scale == "shared"
+    fig = Figure(figsize=(9, 4.2) if shared else (10.5, 4.2), layout="constrained")
     axes = fig.subplots(1, 3)
     name = joint_name or f"joint {teacher.joint}"
     axes[0].imshow(rgb)
     axes[0].set_title(f"crop ({name})")
     image = None
-    for ax, att, who in zip(axes[1:], (teacher, student), ("teacher", "student")):
+    for ax, att, who, amap in zip(axes[1:], (teacher, student), ("teacher", "student"), maps):
+        cmap, vmin, vmax = limits(maps if shared else [amap])
         ax.imshow(rgb)
-        image = ax.imshow(maps[0] if who == "teacher" else maps[1], cmap=cmap, vmin=vmin, vmax=vmax, alpha=alpha)
+        image = ax.imshow(amap, cmap=cmap, vmin=vmin, vmax=vmax, alpha=alpha)
         ax.plot(*att.location_crop, "x", color="lime", ms=10, mew=2)
         extra = f", delta {att.delta:+.2g}" if att.delta is not None else ""
-        ax.set_title(f"{who}: {att.method.replace('_', ' ')}\nS = {att.score:.3g}{extra}", fontsize=9)
+        scale = "" if shared else f"\nown colour scale, max |a| = {max(abs(vmin), abs(vmax)):.2g}"
+        ax.set_title(f"{who}: {att.method.replace('_', ' ')}\nS = {att.score:.3g}{extra}{scale}", fontsize=9)
+        if not shared:
+            fig.colorbar(image, ax=ax, shrink=0.8, label=f"attribution ({who} scale)")
     for ax in axes:
         ax.set_axis_off()
-    fig.colorbar(image, ax=list(axes[1:]), shrink=0.8, label="attribution")
+    if shared:
+        fig.colorbar(image, ax=list(axes[1:]), shrink=0.8, label="attribution (shared scale)")
     return fig
 
 
 def compare_teacher_student(teacher_model: nn.Module, student_model: nn.Module, image_crop: torch.Tensor,
-                            joint: int, joint_name: str | None = None, **kwargs):
+                            joint: int, joint_name: str | None = None, color_scale: str = "shared", **kwargs):
     """Explain the same joint for both models and plot them: ``(figure, (teacher_attr, student_attr))``.
 
+    ``color_scale``: ``"shared"`` or ``"per-panel"`` (:func:`plot_teacher_student_attribution`);
     ``kwargs`` go to :func:`explain_joint` (method, target, baseline, layer, n_steps, ...).
     """
     t = explain_joint(teacher_model, image_crop, joint, **kwargs)
     s = explain_joint(student_model, image_crop, joint, **kwargs)
-    return plot_teacher_student_attribution(image_crop, t, s, joint_name=joint_name), (t, s)
+    fig = plot_teacher_student_attribution(image_crop, t, s, joint_name=joint_name, color_scale=color_scale)
+    return fig, (t, s)

@@ -245,6 +245,8 @@ def test_fiftyone_dataset_labels_skeleton_oks_views_and_evaluation(fo_db, browse
                 assert s.oks_gap == pytest.approx(data.predictions["teacher"]["oks"][p] - data.predictions["student"]["oks"][p])
                 assert len(s.confidence) == 17 and len(s.joint_error) == 17
                 assert np.isnan(np.asarray(s.joint_error, float)[v == 0]).all()
+                finite = np.asarray(s.joint_error, float)[v > 0]
+                np.testing.assert_array_equal(finite, np.round(finite, 1))  # rounded for the tooltip
             # the pasted heatmap peaks at the GT joint of one of the image's persons
             m = sample.teacher_heatmap.map
             y, x = np.unravel_index(np.argmax(m), m.shape)
@@ -316,3 +318,7 @@ def test_cli_without_mongodb_says_why_and_writes_the_gallery(synthetic_root, tmp
     assert "static gallery" in err and "Traceback" not in err
     written = sorted(p.name for p in tmp_path.glob("gallery_*.png"))
     assert written == ["gallery_occluded-joints.png"]  # ground truth only: the one view without predictions
+    # the probe says what it does first, and every written file is listed
+    assert err.lstrip().startswith("ikd-edu: connecting to FiftyOne's MongoDB at database_uri, probe timeout 5 s")
+    for name in written:
+        assert f"  {tmp_path / name}" in err.splitlines()

@@ -441,14 +441,112 @@ def test_train_augmentation_keeps_joints_on_heatmap_peaks(tiny_coco, augment):
             seen_flip += bool(item["flipped"])
             seen_rot += item["rotation"].item() != 0
             hm_xy, vis, crop = _expected_heatmap_xy(item, 160, (128, 96), (32, 24))
-            inside = (crop[:, 0] >= 0) & (crop[:, 0] < 96) & (crop[:, 1] >= 0) & (crop[:, 1] < 128)
             tw = item["target_weight"].numpy()
-            np.testing.assert_array_equal(tw > 0, (vis > 0) & inside)
+            np.testing.assert_array_equal(tw, _reference_target_weight(hm_xy, vis, (32, 24)))
             peaks = _argmax_xy(item["heatmaps"])
-            on = tw > 0
+            # a joint just off the map keeps weight 1 with a partial Gaussian at the border:
+            # check the peaks of the joints that are on the map
+            on = (tw > 0) & (hm_xy[:, 0] >= 0) & (hm_xy[:, 0] <= 23) & (hm_xy[:, 1] >= 0) & (hm_xy[:, 1] <= 31)
             assert np.all(np.abs(peaks[on] - hm_xy[on]) <= 1.0), (peaks[on], hm_xy[on])
             n_on += on.sum()
     assert seen_flip > 0 and seen_rot > 0 and n_on > 100
+
+
+def _reference_target_weight(hm_xy, vis, heatmap_hw, sigma=2.0):
+    """SimpleBaseline ``JointsDataset.generate_target``'s target_weight, written out per joint.
+
+    Every labelled joint keeps ``target_weight = joints_vis`` (the reference never zeroes a
+    joint for leaving the crop); it becomes 0 only when its 3-sigma window misses the map.
+    """
+    h, w = heatmap_hw
+    tmp_size = sigma * 3
+    weight = np.zeros(len(vis), dtype=np.float32)
+    for k, ((x, y), v) in enumerate(zip(hm_xy, vis)):
+        if v <= 0:
+            continue
+        mu_x, mu_y = int(x + 0.5), int(y + 0.5)  # Python int(): truncation towards zero
+        ul = [int(mu_x - tmp_size), int(mu_y - tmp_size)]
+        br = [int(mu_x + tmp_size + 1), int(mu_y + tmp_size + 1)]
+        weight[k] = 0.0 if (ul[0] >= w or ul[1] >= h or br[0] < 0 or br[1] < 0) else 1.0
+    return weight
+
+
+def _reference_affine(center, scale, rot_deg, out_hw):
+    """The reference ``get_affine_transform``: three points, solved in float64 (not via our geometry)."""
+    out_h, out_w = out_hw
+    src_w = scale[0] * 200.0
+    rad = np.pi * rot_deg / 180.0
+    sn, cs = np.sin(rad), np.cos(rad)
+    src_dir = np.array([0.0 * cs - (src_w * -0.5) * sn, 0.0 * sn + (src_w * -0.5) * cs])
+    dst_dir = np.array([0.0, out_w * -0.5])
+
+    def third(a, b):
+        d = a - b
+        return b + np.array([-d[1], d[0]])
+
+    src0, dst0 = np.asarray(center, float), np.array([out_w * 0.5, out_h * 0.5])
+    src = np.stack([src0, src0 + src_dir, third(src0, src0 + src_dir)])
+    dst = np.stack([dst0, dst0 + dst_dir, third(dst0, dst0 + dst_dir)])
+    a = np.concatenate([src, np.ones((3, 1))], 1)  # (3, 3): [x, y, 1] rows
+    return np.linalg.solve(a, dst).T  # (2, 3): dst = M @ [x, y, 1]
+
+
+def test_target_weights_follow_the_reference_rule_on_augmented_synthetic_samples(synthetic_root):
+    """Default target weights == an independent re-implementation of the reference rule.
+
+    Full SimpleBaseline augmentation (scale 0.3, rotation 40, flip) on the synthetic set:
+    many labelled joints leave the crop, and those whose 3-sigma window still touches the
+    heatmap must keep weight 1 (ikd-edu zeroed them before issue 17: the ``inside-crop``
+    option, checked at the end).
+    """
+    _need_codec()
+    from ikd_edu.data.coco import TopDownCocoDataset
+
+    root = synthetic_root
+    args = (root / "annotations/person_keypoints_train.json", root / "train")
+    kw = dict(train=True, augment=AugmentConfig(), input_size=(128, 96), heatmap_size=(32, 24))
+    ds = TopDownCocoDataset(*args, **kw)
+    old = TopDownCocoDataset(*args, target_weight_rule="inside-crop", **kw)
+    pairs = [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)]  # COCO flip pairs
+    flip_idx = list(range(17))
+    for a, b in pairs:
+        flip_idx[a], flip_idx[b] = b, a
+    outside_kept = compared = 0
+    for draw in range(120):  # every person of the fixture, two augmentation draws or more
+        i = draw % len(ds)
+        torch.manual_seed(1000 + draw)
+        item = ds[i]
+        joints = item["joints"].numpy().astype(np.float64)
+        xy, vis = joints[:, :2].copy(), joints[:, 2].copy()
+        if bool(item["flipped"]):  # reference fliplr_joints: mirror x, swap pairs
+            xy[:, 0] = 192 - 1 - xy[:, 0]
+            xy, vis = xy[flip_idx], vis[flip_idx]
+        m = _reference_affine(item["center"].double().numpy(), item["scale"].double().numpy(),
+                              float(item["rotation"]), (128, 96))
+        crop = xy @ m[:, :2].T + m[:, 2]
+        hm_xy = crop / np.array([96 / 24, 128 / 32])
+        # float32 centre/scale in the item: skip joints within 1e-3 of a rounding boundary
+        frac = (hm_xy + 0.5) % 1.0
+        safe = ((frac > 1e-3) & (frac < 1 - 1e-3)).all(1)
+        expected = _reference_target_weight(hm_xy, vis, (32, 24))
+        tw = item["target_weight"].numpy()
+        np.testing.assert_array_equal(tw[safe], expected[safe], err_msg=f"sample {i}")
+        compared += int(safe.sum())
+        inside = (crop[:, 0] >= 0) & (crop[:, 0] < 96) & (crop[:, 1] >= 0) & (crop[:, 1] < 128)
+        outside_kept += int(((tw > 0) & ~inside).sum())
+        # the named old rule: additionally zero outside the crop (same augmentation draw)
+        torch.manual_seed(1000 + draw)
+        old_tw = old[i]["target_weight"].numpy()
+        np.testing.assert_array_equal(old_tw[safe], (expected * inside)[safe], err_msg=f"sample {i} (inside-crop)")
+    assert compared > 1000
+    assert outside_kept > 0  # the rules do differ on these samples, so the test can tell them apart
+
+
+def test_target_weight_rule_is_checked(tiny_coco):
+    from ikd_edu.data.coco import TopDownCocoDataset
+
+    with pytest.raises(UserError, match="target_weight_rule.*inside-crop"):
+        TopDownCocoDataset(*tiny_coco, target_weight_rule="inside")
 
 
 def test_flip_swaps_left_right_channels(tiny_coco):

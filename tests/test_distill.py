@@ -159,6 +159,28 @@ def test_logit_mse_parts_match_naive():
     assert kd(s, t, g, w).item() == pytest.approx((parts["gt"] + parts["logit"]).item(), rel=1e-12)
 
 
+@pytest.mark.parametrize("mode", ["mse", "kl"])
+def test_logit_teacher_weighting_option(mode):
+    """teacher_weighting="target" applies the target weights to the teacher term (FPD-style code)."""
+    s, t, g, w = heatmaps() * 4, heatmaps() * 4, heatmaps(), weights()
+    assert (w == 0).any()  # some joints unlabelled, so the two weightings differ
+    default = LogitDistillation(alpha=0.4, mode=mode)
+    target = LogitDistillation(alpha=0.4, mode=mode, teacher_weighting="target")
+    assert default.teacher_weighting == "all"
+    naive = (lambda v: naive_joints_mse(s, t, v)) if mode == "mse" else (lambda v: naive_kl(s, t, 1.0, v))
+    assert default.parts(s, t, g, w)["logit"].item() == pytest.approx(0.4 * naive(torch.ones(N, K)), rel=1e-6)
+    assert target.parts(s, t, g, w)["logit"].item() == pytest.approx(0.4 * naive(w), rel=1e-6)
+    assert target.parts(s, t, g, w)["logit"].item() != pytest.approx(default.parts(s, t, g, w)["logit"].item())
+    with pytest.raises(ValueError, match="teacher_weighting"):
+        LogitDistillation(teacher_weighting="labels")
+    # the same option through IntegralKD (config: distill.logit_teacher_weighting)
+    from ikd_edu.distill.integral import IntegralKD
+
+    kd = IntegralKD(terms=["logit"], alpha=0.4, logit_mode=mode, logit_teacher_weighting="target")
+    out = kd({"heatmaps": s}, {"heatmaps": t}, g, w)
+    assert out["logit"].item() == pytest.approx(0.4 * naive(w), rel=1e-6)
+
+
 @pytest.mark.parametrize("tau", [1.0, 3.0])
 def test_logit_kl_matches_naive(tau):
     s, t, g, w = heatmaps() * 4, heatmaps() * 4, heatmaps(), weights()

@@ -50,7 +50,9 @@ def test_attribution_shapes(models, crop, method, target):
     att = explain_joint(student, crop, JOINT, method=method, target=target, n_steps=8, internal_batch_size=4)
     assert att.map.shape == (H, W) and torch.isfinite(att.map).all()
     if method == "gradcam":
-        assert att.raw.shape == (1, H // 32, W // 32) and (att.map >= 0).all()  # layer4, upsampled
+        # default layer deconv2 (stride 8): 16 x 12 positions at 128x96, >= 48 as the quick mode needs
+        assert att.raw.shape == (1, H // 8, W // 8) and att.extras["layer"] == "deconv2"
+        assert att.raw.shape[-1] * att.raw.shape[-2] >= 48 and (att.map >= 0).all()
     else:
         assert att.raw.shape == (3, H, W)
     x, y = att.location_heatmap
@@ -115,3 +117,34 @@ def test_teacher_student_figure(models, crop):
     assert len(panels) == 3 and "teacher" in panels[1].get_title() and "student" in panels[2].get_title()
     assert t.map.shape == s.map.shape == (H, W)
     fig.canvas.draw()  # renders without error
+
+
+def test_per_panel_colour_scale_is_labelled(models, crop):
+    """color_scale="per-panel": each attribution panel has its own range and a labelled colour bar."""
+    import numpy as np
+
+    from ikd_edu.explain import plot_teacher_student_attribution
+
+    teacher, student = models
+    t = explain_joint(teacher, crop, JOINT, method="gradcam")
+    s = explain_joint(student, crop, JOINT, method="gradcam")
+    s.map = s.map * 1e-3  # a much weaker student map: invisible on a shared scale
+    shared = plot_teacher_student_attribution(crop, t, s)
+    own = plot_teacher_student_attribution(crop, t, s, color_scale="per-panel")
+
+    def overlays(fig):  # the attribution image of each panel (the second image on it)
+        return [ax.images[1] for ax in fig.axes if len(ax.images) == 2]
+
+    (ts, ss), (to, so) = overlays(shared), overlays(own)
+    assert ts.get_clim() == ss.get_clim()  # one range: the student map sits near 0 of it
+    assert ss.get_clim()[1] == pytest.approx(float(t.map.max()), rel=1e-6)
+    assert to.get_clim()[1] == pytest.approx(float(t.map.max()), rel=1e-6)
+    assert so.get_clim()[1] == pytest.approx(float(s.map.max()), rel=1e-6)  # its own range
+    labels = [ax.get_ylabel() for ax in own.axes if not ax.images]  # colour bars
+    assert labels == ["attribution (teacher scale)", "attribution (student scale)"]
+    assert [ax.get_ylabel() for ax in shared.axes if not ax.images] == ["attribution (shared scale)"]
+    assert "own colour scale" in [ax for ax in own.axes if len(ax.images) == 2][1].get_title()
+    own.canvas.draw()
+    with pytest.raises(UserError, match="color_scale"):
+        plot_teacher_student_attribution(crop, t, s, color_scale="each")
+    assert np.isfinite(so.get_clim()).all()

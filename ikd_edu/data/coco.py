@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from ikd_edu.data.images import load_rgb
-from ikd_edu.data.transforms import AugmentConfig, normalize, top_down_sample
+from ikd_edu.data.transforms import (CHANNEL_ORDERS, TARGET_WEIGHT_RULES, AugmentConfig, to_network_input,
+                                     top_down_sample)
 from ikd_edu.errors import UserError
 from ikd_edu.geometry import PIXEL_STD, box_to_center_scale
 from ikd_edu.io import read_json
@@ -313,7 +314,15 @@ class TopDownDataset(torch.utils.data.Dataset):
     ``self.rec_gt_area`` ``(N,)``.
     """
 
-    def _setup(self, input_size, heatmap_size, sigma, train, augment, skeleton, unbiased_encoding) -> None:
+    def _setup(self, input_size, heatmap_size, sigma, train, augment, skeleton, unbiased_encoding,
+               target_weight_rule: str = "reference", channel_order: str = "rgb") -> None:
+        if target_weight_rule not in TARGET_WEIGHT_RULES:
+            raise UserError(f"target_weight_rule: expected one of {', '.join(TARGET_WEIGHT_RULES)}, "
+                            f"got {target_weight_rule!r}")
+        if channel_order not in CHANNEL_ORDERS:
+            raise UserError(f"channel_order: expected one of {', '.join(CHANNEL_ORDERS)}, got {channel_order!r}")
+        self.target_weight_rule = target_weight_rule
+        self.channel_order = channel_order  # what the model expects; items' "image" is in this order
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.heatmap_size = (int(heatmap_size[0]), int(heatmap_size[1]))
         self.sigma = float(sigma)
@@ -347,6 +356,7 @@ class TopDownDataset(torch.utils.data.Dataset):
             image, self.rec_center[index], self.rec_scale[index], joints,
             input_size=self.input_size, skeleton=self.skeleton, train=self.train,
             augment=self.augment, rng=self._rng() if self.train else None,
+            target_weight_rule=self.target_weight_rule,
         )
         hm_xy = torch.from_numpy(s["joints_crop"] / self.feat_stride).float()[None]  # (1, K, 2)
         heatmaps, target_weight = encode_heatmaps(
@@ -355,7 +365,7 @@ class TopDownDataset(torch.utils.data.Dataset):
         )
         scale = s["scale"]
         return {
-            "image": normalize(s["image"]),  # (3, H, W)
+            "image": to_network_input(s["image"], self.channel_order),  # (3, H, W), RGB or BGR
             "heatmaps": heatmaps[0].float(),  # (K, h, w)
             "target_weight": target_weight[0].float().reshape(-1),  # (K,)
             "center": torch.tensor(s["center"], dtype=torch.float32),  # (2,)
@@ -384,6 +394,10 @@ class TopDownCocoDataset(TopDownDataset):
             ``score >= det_score_thresh`` (joints zero) instead of one per GT person.
         skeleton: joint layout (``ikd_edu.skeleton.COCO``).
         unbiased_encoding: DARK-style unbiased Gaussian centres (passed to the codec).
+        target_weight_rule: ``"reference"`` (default) or ``"inside-crop"``; see
+            :data:`ikd_edu.data.transforms.TARGET_WEIGHT_RULES`.
+        channel_order: ``"rgb"`` (default) or ``"bgr"`` (the released SimpleBaseline weights):
+            the channel order of the items' normalised ``image``.
         image_ids: keep only these images. max_instances: keep the first N records.
 
     Items: see :meth:`TopDownDataset.__getitem__` and docs/DESIGN.md (``image (3,H,W)``,
@@ -414,8 +428,11 @@ class TopDownCocoDataset(TopDownDataset):
         unbiased_encoding: bool = False,
         image_ids=None,
         max_instances: int | None = None,
+        target_weight_rule: str = "reference",
+        channel_order: str = "rgb",
     ) -> None:
-        self._setup(input_size, heatmap_size, sigma, train, augment, skeleton, unbiased_encoding)
+        self._setup(input_size, heatmap_size, sigma, train, augment, skeleton, unbiased_encoding, target_weight_rule,
+                    channel_order)
         self.ann_file = Path(ann_file)
         self.image_dir = Path(image_dir)
         data = load_coco_json(self.ann_file)

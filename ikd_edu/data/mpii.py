@@ -14,7 +14,12 @@ everything is made 0-based (``- 1``). Test files without ``joints`` load with ze
 
 PCKh needs the head size of every person: :func:`load_mpii_head_boxes` reads the
 ``head_box`` fields of such a JSON file, or ``headboxes_src`` of the official
-``gt_valid.mat`` when scipy is installed; :func:`mpii_head_sizes` turns boxes into sizes.
+``gt_valid.mat`` (scipy); :func:`mpii_head_sizes` turns boxes into sizes. An evaluation
+dataset (``train=False``) resolves its head boxes when it is built
+(:func:`resolve_head_boxes`): the entries' ``head_box`` fields, else ``gt_valid.mat`` next
+to the annotation file (the documented layout, ``data/mpii/annotations/``). Without either
+it stops with a one-line error naming the file and where to get it, so a training run
+fails before its first step instead of at its first evaluation.
 """
 from __future__ import annotations
 
@@ -40,6 +45,36 @@ def mpii_not_found_message(path: Path, what: str) -> str:
     )
 
 
+#: where ``gt_valid.mat`` (and ``valid.json``) come from
+HEAD_BOX_SOURCE = ("the SimpleBaseline MPII annotations (train.json, valid.json, gt_valid.mat) linked from "
+                   "https://github.com/microsoft/human-pose-estimation.pytorch#data-preparation")
+
+
+def default_head_box_file(ann_file) -> Path:
+    """``gt_valid.mat`` beside the annotation file: ``data/mpii/annotations/gt_valid.mat``."""
+    return Path(ann_file).parent / "gt_valid.mat"
+
+
+def resolve_head_boxes(ann_file, entries: list[dict], head_box_file=None) -> np.ndarray:
+    """Head boxes ``(N, 4)`` for the N ``entries`` of ``ann_file``, as PCKh needs them.
+
+    The entries' own ``head_box`` fields when every entry has one, else ``head_box_file``
+    (default :func:`default_head_box_file`), whose row count must equal N (``gt_valid.mat``
+    lists the persons of ``valid.json`` in file order). UserError (one line) when missing.
+    """
+    if entries and all("head_box" in a for a in entries):
+        return np.asarray([a["head_box"] for a in entries], dtype=np.float64).reshape(-1, 4)
+    path = Path(head_box_file) if head_box_file else default_head_box_file(ann_file)
+    if not path.exists():
+        raise UserError(f"MPII head boxes missing: PCKh needs {path} (the entries of {ann_file} have no head_box); "
+                        f"get gt_valid.mat with {HEAD_BOX_SOURCE} and put it there, as data/README.md describes")
+    boxes = load_mpii_head_boxes(path)
+    if len(boxes) != len(entries):
+        raise UserError(f"{path} has {len(boxes)} head boxes but {ann_file} has {len(entries)} persons; "
+                        "gt_valid.mat belongs to valid.json of the same release")
+    return boxes
+
+
 def _load_entries(ann_file: Path) -> list[dict]:
     if not ann_file.exists():
         raise UserError(mpii_not_found_message(ann_file, "annotation file"))
@@ -57,11 +92,15 @@ class TopDownMpiiDataset(TopDownDataset):
         ann_file: SimpleBaseline-layout JSON (see the module docstring).
         image_dir: folder of the MPII images.
         input_size: crop ``(H, W)`` (reference 256x256); heatmap_size ``(h, w)`` (64x64).
-        train / augment / sigma / unbiased_encoding / max_instances: as for COCO.
+        train / augment / sigma / unbiased_encoding / max_instances / target_weight_rule / channel_order:
+            as for COCO.
+        head_box_file: head boxes for PCKh (default ``gt_valid.mat`` beside ``ann_file``;
+            ignored when every entry has ``head_box``); see :func:`resolve_head_boxes`.
+        need_head_boxes: resolve them now, UserError if missing (default: ``not train``).
 
     Items: ``image_id`` is the entry's index in the file, ``box_score`` 1, ``area`` the
     reference ``scale[0] * scale[1] * 200^2``, ``gt_area`` the same.
-    Attributes: ``head_boxes`` ``(N, 4)`` (NaN where an entry has no ``head_box``).
+    Attributes: ``head_boxes`` ``(N, 4)`` (NaN where unknown: a training set without them).
     """
 
     def __init__(
@@ -76,12 +115,19 @@ class TopDownMpiiDataset(TopDownDataset):
         skeleton: Skeleton = MPII,
         unbiased_encoding: bool = False,
         max_instances: int | None = None,
+        target_weight_rule: str = "reference",
+        head_box_file=None,
+        need_head_boxes: bool | None = None,
+        channel_order: str = "rgb",
     ) -> None:
-        self._setup(input_size, heatmap_size, sigma, train, augment, skeleton, unbiased_encoding)
+        self._setup(input_size, heatmap_size, sigma, train, augment, skeleton, unbiased_encoding, target_weight_rule,
+                    channel_order)
         self.ann_file, self.image_dir = Path(ann_file), Path(image_dir)
         entries = _load_entries(self.ann_file)
         if not self.image_dir.is_dir():
             raise UserError(mpii_not_found_message(self.image_dir, "image folder"))
+        need_head_boxes = (not train) if need_head_boxes is None else need_head_boxes
+        resolved = resolve_head_boxes(self.ann_file, entries, head_box_file) if need_head_boxes else None
         if max_instances is not None:
             entries = entries[: int(max_instances)]
         k = skeleton.num_joints
@@ -118,6 +164,8 @@ class TopDownMpiiDataset(TopDownDataset):
         self.rec_center, self.rec_scale, self.rec_joints = centers, scales, joints
         self.rec_box_score = np.ones(n)
         self.rec_gt_area = np.prod(scales, axis=1) * 200.0**2
+        if resolved is not None:
+            head_boxes = resolved[:n]
         self.head_boxes = head_boxes
 
     def __repr__(self) -> str:

@@ -103,7 +103,10 @@ class IntegralKD(nn.Module):
         feature_tap: tap for the feature term (``layer4``: the last trunk stage, as DWPose).
         structure_tap: tap for the affinity (``layer4``: 8 x 6 at 256 x 192, no pooling needed).
         logit_mode, temperature: see :class:`LogitDistillation`.
-        weight_teacher_term: also apply ``w`` to the teacher term (default: every joint weight 1).
+        logit_teacher_weighting: ``"all"`` (default: every joint weight 1 in the teacher term)
+            or ``"target"`` (the target weights ``w`` also weight it, FPD-style); see
+            :class:`LogitDistillation`.
+        weight_teacher_term: older spelling; True means ``logit_teacher_weighting="target"``.
         feature_mode, use_bn, align: see :class:`FeatureDistillation`.
         pool: affinity pooling, see :mod:`ikd_edu.distill.structure` (``"auto"``: at most 16 x 12).
         decay: ``"none"``, ``"linear"`` or ``"cosine"`` decay of all distillation weights.
@@ -113,6 +116,7 @@ class IntegralKD(nn.Module):
                  affinity_weight: float = 1e-2, relation_weight: float = 1e-2, student_channels: int | None = None,
                  teacher_channels: int | None = None, feature_tap: str = "layer4", structure_tap: str = "layer4",
                  logit_mode: str = "mse", temperature: float = 1.0, weight_teacher_term: bool = False,
+                 logit_teacher_weighting: str = "all",
                  feature_mode: str = "l2", use_bn: bool = True, align: str = "interpolate", pool="auto",
                  decay: str = "none") -> None:
         super().__init__()
@@ -124,14 +128,18 @@ class IntegralKD(nn.Module):
         self.affinity_weight = float(affinity_weight)
         self.relation_weight = float(relation_weight)
         self.feature_tap, self.structure_tap = feature_tap, structure_tap
-        self.weight_teacher_term = weight_teacher_term
+        if weight_teacher_term:
+            logit_teacher_weighting = "target"
+        self.logit_teacher_weighting = logit_teacher_weighting
+        self.weight_teacher_term = logit_teacher_weighting == "target"
         if "feature" in self.terms and feature_mode == "l2" and not (student_channels and teacher_channels):
             raise ValueError(
                 "the feature term needs student_channels and teacher_channels (of feature_tap) for its 1x1 adapter; "
                 "build with IntegralKD.for_models(student, teacher, ...) to read them from the models, pass them, "
                 "or use feature_mode='attention'."
             )
-        self.logit = LogitDistillation(alpha, logit_mode, temperature) if "logit" in self.terms else None
+        self.logit = (LogitDistillation(alpha, logit_mode, temperature, logit_teacher_weighting)
+                      if "logit" in self.terms else None)
         self.feature = (FeatureDistillation(student_channels, teacher_channels, use_bn, feature_mode, align)
                         if "feature" in self.terms else None)
         # Unit weights inside: IntegralKD applies gamma, delta and the decay itself.
@@ -204,9 +212,8 @@ class IntegralKD(nn.Module):
 
         losses: dict[str, torch.Tensor] = {}
         if self.logit is not None:
-            teacher_weight = target_weight if self.weight_teacher_term else None
             losses.update(self.logit.parts(student_hm, teacher("heatmaps"), target, target_weight,
-                                           teacher_weight=teacher_weight, alpha=self.alpha * d))
+                                           alpha=self.alpha * d))
         else:
             losses["gt"] = joints_mse(student_hm, target, target_weight)
         if self.feature is not None:

@@ -11,11 +11,18 @@ weights ``w`` ``(N, K)``:
     mode="kl":   L_kd(S, T) = tau^2 * mean_{n,k} v_nk KL( softmax(T_nk / tau) || softmax(S_nk / tau) )
 
 where the softmax runs over the ``h * w`` pixels of one joint's heatmap and ``tau`` is the
-temperature. ``v`` are the *teacher* weights: by default ``v = 1`` for every joint, because
-the teacher has an opinion about every joint - including the ones the annotator did not
-label, which is exactly the extra information distillation adds. Pass ``teacher_weight``
-(e.g. ``w`` itself) to restrict the teacher term too. The target weights ``w`` always apply
-to the ground-truth term.
+temperature. ``v`` are the *teacher* weights, chosen by the named option
+``teacher_weighting`` (config ``distill.logit_teacher_weighting``):
+
+* ``"all"`` (**our default**): ``v = 1`` for every joint, because the teacher has an opinion
+  about every joint - including the ones the annotator did not label, which is exactly the
+  extra information distillation adds;
+* ``"target"``: ``v = w``, the ground-truth target weights, as FPD-style code does (its
+  teacher term is the same ``JointsMSELoss(use_target_weight=True)`` as the GT term): joints
+  without a label contribute nothing to either term.
+
+An explicit ``teacher_weight`` argument overrides both. The target weights ``w`` always
+apply to the ground-truth term.
 
 Scale: the KL term lives on a different scale than the MSE terms (a heatmap MSE is ~1e-3,
 a KL between peaked maps is ~1); ``alpha`` does not rebalance that for you. Gaussian
@@ -35,6 +42,8 @@ from ikd_edu.distill.ground_truth import _full, check_heatmaps, check_target_wei
 __all__ = ["LogitDistillation", "heatmap_kl"]
 
 MODES = ("mse", "kl")
+#: ``teacher_weighting``: "all" (v = 1, default) or "target" (v = w, FPD-style code).
+TEACHER_WEIGHTINGS = ("all", "target")
 
 
 def heatmap_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0,
@@ -61,15 +70,23 @@ class LogitDistillation(nn.Module):
         mode: ``"mse"`` (0.5 x weighted MSE to the teacher's heatmaps, FPD) or ``"kl"``
             (spatial-softmax KL per joint with temperature, Hinton-style).
         temperature: ``tau`` for ``mode="kl"`` (ignored by ``"mse"``).
+        teacher_weighting: ``"all"`` (default; ``v = 1``: the teacher term counts every joint)
+            or ``"target"`` (``v = w``: the target weights also weight the teacher term, as
+            FPD-style code does); see the module docstring.
 
     ``forward(S, T, G, w, teacher_weight=None) -> scalar`` (the mixed loss);
     ``parts(...) -> {"gt": (1 - alpha) L_gt, "logit": alpha L_kd}`` (weighted, they sum to forward).
     """
 
-    def __init__(self, alpha: float = 0.5, mode: str = "mse", temperature: float = 1.0) -> None:
+    def __init__(self, alpha: float = 0.5, mode: str = "mse", temperature: float = 1.0,
+                 teacher_weighting: str = "all") -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"unknown logit distillation mode {mode!r}; choose one of {', '.join(MODES)}")
+        if teacher_weighting not in TEACHER_WEIGHTINGS:
+            raise ValueError(f"unknown teacher_weighting {teacher_weighting!r}; choose one of "
+                             f"{', '.join(TEACHER_WEIGHTINGS)} (all: v = 1, target: v = the target weights)")
+        self.teacher_weighting = teacher_weighting
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha={alpha} is outside [0, 1]; it is the teacher term's share (FPD uses 0.5)")
         if temperature <= 0:
@@ -94,11 +111,14 @@ class LogitDistillation(nn.Module):
         """``{"gt": (1 - alpha) L_gt(S, G), "logit": alpha L_kd(S, T)}``.
 
         ``alpha`` overrides ``self.alpha`` for this call (used by a decay schedule).
+        ``teacher_weight`` ``v`` ``(N, K)``; ``None`` follows ``self.teacher_weighting``.
         """
         a = self.alpha if alpha is None else float(alpha)
         check_heatmaps(student, target, "ground-truth")
         target_weight = check_target_weight(student, target_weight)
         gt = joints_mse(student, target, target_weight)
+        if teacher_weight is None and self.teacher_weighting == "target":
+            teacher_weight = target_weight
         kd = self.distill_term(student, teacher, teacher_weight)
         return {"gt": (1.0 - a) * gt, "logit": a * kd}
 
@@ -108,4 +128,5 @@ class LogitDistillation(nn.Module):
         return parts["gt"] + parts["logit"]
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, mode={self.mode!r}, temperature={self.temperature}"
+        return (f"alpha={self.alpha}, mode={self.mode!r}, temperature={self.temperature}, "
+                f"teacher_weighting={self.teacher_weighting!r}")

@@ -17,6 +17,15 @@ cannot run code on your machine):
 
 BatchNorm's ``num_batches_tracked`` counters may be absent (checkpoints from PyTorch < 0.4.1
 such as the 2018 SimpleBaseline releases): they are not needed for inference or fine-tuning.
+
+**Input channel order.** The released SimpleBaseline weights expect **BGR** input: the
+reference reads images with ``cv2.imread`` and never converts them, then normalises with the
+ImageNet mean/std listed in RGB order. ikd-edu checkpoints record what they were trained on
+(``"input_channels": "rgb" | "bgr"``, from ``data.channel_order``). :func:`checkpoint_channel_order`
+reads it back: the recorded value; ``"bgr"`` for an official ``pose_resnet_*.pth`` (a file of
+that name without the field); ``"rgb"`` otherwise. :func:`load_pose_checkpoint` puts it in its
+report and on the model (``model.input_channels``), and evaluation feeds crops in that order
+(:func:`ikd_edu.data.transforms.to_network_input`).
 """
 from __future__ import annotations
 
@@ -30,6 +39,8 @@ from torch import nn
 from ikd_edu.errors import UserError
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
+CHANNEL_ORDERS = ("rgb", "bgr")
+OFFICIAL_PREFIX = "pose_resnet_"  # file names of the released SimpleBaseline checkpoints (BGR input)
 OPTIONAL_SUFFIXES = ("num_batches_tracked",)
 SHOW = 10  # keys listed per category in error messages
 
@@ -44,6 +55,8 @@ class LoadReport:
         missing: model keys the checkpoint lacks (excluding optional BN counters).
         unexpected: checkpoint keys the model does not have.
         mismatched: ``(key, checkpoint shape, model shape)`` for keys of the wrong shape.
+        input_channels: ``"rgb"`` or ``"bgr"``, the input the weights expect
+            (:func:`checkpoint_channel_order`).
     """
 
     source: str
@@ -51,11 +64,28 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    input_channels: str = "rgb"
 
     @property
     def ok(self) -> bool:
         """True when every key matched."""
         return not (self.missing or self.unexpected or self.mismatched)
+
+
+def checkpoint_channel_order(obj: Any, source: str | os.PathLike | None = None) -> str:
+    """``"rgb"`` or ``"bgr"``: the input channel order a loaded checkpoint ``obj`` expects.
+
+    The recorded ``obj["input_channels"]`` when there is one; else ``"bgr"`` when ``source``
+    is an official ``pose_resnet_*.pth`` file; else ``"rgb"`` (ikd-edu's default).
+    """
+    if isinstance(obj, Mapping) and isinstance(obj.get("input_channels"), str):
+        order = obj["input_channels"].lower()
+        if order not in CHANNEL_ORDERS:
+            raise UserError(f"checkpoint {source or ''} records input_channels={order!r}; expected rgb or bgr")
+        return order
+    if source is not None and os.path.basename(str(source)).startswith(OFFICIAL_PREFIX):
+        return "bgr"
+    return "rgb"
 
 
 def extract_state_dict(obj: Any) -> dict[str, torch.Tensor]:
@@ -116,7 +146,8 @@ def format_mismatch(missing: list[str], unexpected: list[str], mismatched: list[
 
 
 def load_pose_checkpoint(
-    model: nn.Module, path_or_state: str | os.PathLike | Mapping[str, Any], strict: bool = True
+    model: nn.Module, path_or_state: str | os.PathLike | Mapping[str, Any], strict: bool = True,
+    source: str | None = None,
 ) -> LoadReport:
     """Load weights into ``model``; returns a :class:`LoadReport`.
 
@@ -126,15 +157,21 @@ def load_pose_checkpoint(
         strict: if True, any missing / unexpected / wrong-shape key raises a UserError that
             lists them and nothing is loaded. If False, every key that fits is loaded and
             the rest is reported.
+        source: the file name of an already loaded ``path_or_state`` (for messages and for
+            recognising an official ``pose_resnet_*.pth``).
+
+    Sets ``model.input_channels`` (``"rgb"``/``"bgr"``, see :func:`checkpoint_channel_order`).
     """
     if isinstance(path_or_state, (str, os.PathLike)):
         from ikd_edu.io import load_torch
 
         source = str(path_or_state)
-        state = extract_state_dict(load_torch(path_or_state))
+        raw = load_torch(path_or_state)
     else:
-        source = "<state dict>"
-        state = extract_state_dict(path_or_state)
+        source = source or "<state dict>"
+        raw = path_or_state
+    order = checkpoint_channel_order(raw, source)
+    state = extract_state_dict(raw)
     expected = model.state_dict()
     missing, unexpected, mismatched = compare_state_dicts(expected, state)
     if strict and (missing or unexpected or mismatched):
@@ -147,4 +184,5 @@ def load_pose_checkpoint(
     bad = {k for k, _, _ in mismatched}
     fitting = {k: v for k, v in state.items() if k in expected and k not in bad}
     model.load_state_dict(fitting, strict=False)
-    return LoadReport(source, len(fitting), missing, unexpected, mismatched)
+    model.input_channels = order
+    return LoadReport(source, len(fitting), missing, unexpected, mismatched, input_channels=order)

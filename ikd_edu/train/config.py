@@ -67,6 +67,8 @@ class DataConfig:
     sigma: float = 2.0  # Gaussian sigma of the target heatmaps, in heatmap pixels
     unbiased_encoding: bool = False  # DARK-style sub-pixel Gaussian centres
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # scale/rotation/flip (SimpleBaseline defaults)
+    channel_order: str = "rgb"  # rgb | bgr: input channel order the model expects (bgr = released SimpleBaseline weights)
+    target_weight_rule: str = "reference"  # reference (labelled joints keep weight 1 while their 3-sigma window touches the heatmap) | inside-crop (also 0 outside the crop)
     num_workers: int = 4  # DataLoader worker processes per rank (0 = load in the main process)
     label_subset: int = 0  # train on N randomly chosen training images only (0 = all): a label-limited student
     subset_seed: int = 0  # which N images; fixed across run seeds so every variant sees the same labels
@@ -111,6 +113,7 @@ class DistillConfig:
     alpha: float = 0.5  # logit KD share a (FPD): (1 - a) L_gt + a L_logit
     logit_mode: str = "mse"  # mse | kl: how student and teacher heatmaps are compared
     temperature: float = 1.0  # kl only: softmax temperature
+    logit_teacher_weighting: str = "all"  # all (teacher term counts every joint, ours) | target (target weights also weight it, FPD-style code)
     feature_weight: float = 1e-3  # beta: feature KD weight (through a 1x1 adapter + BN)
     feature_mode: str = "l2"  # l2 (adapter, then MSE) | attention (spatial attention maps, no adapter)
     feature_tap: str = "layer4"  # student and teacher feature matched by feature KD
@@ -204,8 +207,11 @@ class Config:
 CHOICES: dict[str, tuple[str, ...]] = {
     "role": ("teacher", "student"),
     "data.dataset": ("coco", "mpii", "synthetic"),
+    "data.target_weight_rule": ("reference", "inside-crop"),
+    "data.channel_order": ("rgb", "bgr"),
     "distill.decay": ("none", "linear", "cosine"),
     "distill.logit_mode": ("mse", "kl"),
+    "distill.logit_teacher_weighting": ("all", "target"),
     "distill.feature_mode": ("l2", "attention"),
     "optim.optimizer": ("adam", "adamw", "sgd"),
     "optim.schedule": ("multistep", "onecycle", "cosine", "constant"),
@@ -594,9 +600,15 @@ def check_teacher_checkpoint(cfg: Config) -> None:
             "or pass --teacher-ckpt PATH (or --set model.teacher_checkpoint=PATH)"
         )
     from ikd_edu.io import load_torch
-    from ikd_edu.models.checkpoints import extract_state_dict
+    from ikd_edu.models.checkpoints import checkpoint_channel_order, extract_state_dict
 
-    state = extract_state_dict(load_torch(path))
+    raw = load_torch(path)
+    order = checkpoint_channel_order(raw, path)
+    if order != cfg.data.channel_order:  # teacher and student see the same batch
+        raise UserError(f"model.teacher_checkpoint: the teacher in {path} expects {order.upper()} input but "
+                        f"data.channel_order={cfg.data.channel_order}; set data.channel_order={order} "
+                        "(the student then learns on the same input)")
+    state = extract_state_dict(raw)
     final = state.get("final_layer.weight")
     if final is None:
         raise UserError(f"model.teacher_checkpoint: {path} has no final_layer.weight; is it a pose model checkpoint?")

@@ -185,7 +185,8 @@ def build_dataset(cfg: Config, split: str, progress: bool = False):
     ann = root / (d.train_ann if train else d.val_ann)
     images = root / (d.train_images if train else d.val_images)
     common = dict(input_size=tuple(d.input_size), heatmap_size=tuple(d.heatmap_size), sigma=d.sigma, train=train,
-                  augment=d.augment if train else None, unbiased_encoding=d.unbiased_encoding)
+                  augment=d.augment if train else None, unbiased_encoding=d.unbiased_encoding,
+                  target_weight_rule=d.target_weight_rule, channel_order=d.channel_order)
     if d.dataset == "mpii":
         from ikd_edu.data.mpii import TopDownMpiiDataset
 
@@ -253,7 +254,8 @@ def build_criterion(cfg: Config, model: nn.Module, teacher: nn.Module | None) ->
     terms = list(d.terms) if cfg.is_distillation else []
     kwargs = dict(terms=terms, alpha=d.alpha, feature_weight=d.feature_weight, affinity_weight=d.affinity_weight,
                   relation_weight=d.relation_weight, feature_tap=d.feature_tap, structure_tap=d.structure_tap,
-                  logit_mode=d.logit_mode, temperature=d.temperature, feature_mode=d.feature_mode, decay=d.decay)
+                  logit_mode=d.logit_mode, temperature=d.temperature, feature_mode=d.feature_mode, decay=d.decay,
+                  logit_teacher_weighting=d.logit_teacher_weighting)
     if teacher is not None and terms:
         return IntegralKD.for_models(model, teacher, **kwargs)
     return IntegralKD(**kwargs)
@@ -523,6 +525,7 @@ def save_checkpoint(path: Path, *, model, criterion, optimizer, scheduler, scale
         "model_name": getattr(D.unwrap(model), "name", ""),
         "position": {"epoch": position.epoch, "batch": position.batch, "step": position.step},
         "config": config_to_dict(cfg),
+        "input_channels": cfg.data.channel_order,  # rgb | bgr: what this model was trained on
         "best": dict(best),
         "metrics": dict(metrics or {}),
         "timing": dict(timing or {}),  # seconds spent so far: train_s (excl. evaluation), eval_s, teacher_cache_s
@@ -1202,8 +1205,9 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | os.PathLike) -> dict:
     device = select_device(cfg.run.device)
     amp_dtype, _ = amp_settings(cfg.run.amp, device)
     model = build_model(name, num_joints=cfg.num_joints, **options)
-    load_pose_checkpoint(model, ckpt, strict=True)
+    report = load_pose_checkpoint(model, ckpt, strict=True, source=str(checkpoint))
     model.to(device).eval()
     val_set = build_dataset(cfg, "val")
+    val_set.channel_order = report.input_channels  # feed what the checkpoint expects (official: BGR)
     pred = predict(model, val_set, val_indices(cfg, val_set), cfg, device, amp_dtype)
     return score_predictions(pred, val_set, cfg)
