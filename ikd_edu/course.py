@@ -47,11 +47,11 @@ QUICKSTART_ENV = "IKD_QUICKSTART_DIR"
 
 #: sizes and schedules per mode (the rest comes from the ``quick`` preset)
 QUICK = {
-    "images": 2000,  # synthetic training images (the teacher's labels)
+    "images": 2000,  # synthetic training images (all of them: labels of notebook 02's own teacher)
     "val_images": 200,  # synthetic validation images
-    "label_subset": 300,  # the students' labelled images
-    "teacher_steps": 300,
-    "student_steps": 200,
+    "label_subset": 500,  # the students' labelled images (the quickstart's 500)
+    "teacher_steps": 300,  # notebook 02's own short teacher; students distil from the released one
+    "student_steps": 400,
     "batch_size": 32,
     "num_workers": 0,  # 2-core laptops: loading in the main process avoids worker start-up
 }

@@ -338,5 +338,5 @@ def test_heatmap_explorer_renders_in_jupyterlab(tmp_path):
     for proc in (lab, browser):
         assert proc.poll() is not None and not _group_alive(proc.pid)
     assert not leftover, f"JupyterLab's kernel(s) {leftover} outlived the server"
-    elapsed = time.monotonic() - t0
-    assert elapsed < 90, f"the browser test took {elapsed:.0f} s (budget 90 s)"
+    elapsed = time.monotonic() - t0  # reported, not asserted: CI machines differ
+    (artifacts / "jupyterlab_widget_seconds.txt").write_text(f"{elapsed:.1f}\n")
