@@ -17,19 +17,29 @@ the order ``nbgrader generate_assignment`` uses them (minus the gradebook databa
 ===========================  ==================================================================
 
 Notebooks without solution cells are not assignments and are left out (they need no
-student version). Every file is written atomically (temp file + rename). See
-``docs/INSTRUCTORS.md`` for the whole workflow, including nbgrader's own
-``generate_assignment`` / ``autograde`` on the source notebooks.
+student version). Every file is written atomically (temp file + rename), readable by all
+(``0644`` under the usual umask). See ``docs/INSTRUCTORS.md`` for the whole workflow,
+including nbgrader's own ``generate_assignment`` / ``autograde`` on the source notebooks.
+
+**nbgrader itself** (``ikd-edu assignments nbgrader ARGS...``): nbgrader's gradebook shells
+out to the ``alembic`` command, which lives next to the Python interpreter (``.venv/bin``)
+and is not found unless that folder is on ``PATH`` (an activated environment). The wrapper
+runs ``python -m nbgrader ARGS...`` with this interpreter's folder first on ``PATH``
+(:func:`nbgrader_env`), so ``ikd-edu assignments nbgrader generate_assignment ikd`` works
+in a course folder without activating anything.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from ikd_edu.errors import UserError
 
-__all__ = ["is_assignment", "find_assignments", "student_version", "build", "add_cli_arguments", "cli_main",
-           "STUB"]
+__all__ = ["is_assignment", "find_assignments", "student_version", "build", "nbgrader_env", "run_nbgrader",
+           "add_cli_arguments", "cli_main", "STUB"]
 
 #: what a solution region becomes (nbgrader's ClearSolutions default for Python)
 STUB = "raise NotImplementedError()"
@@ -120,13 +130,44 @@ def build(out: str | Path, notebooks: str | Path = "notebooks") -> list[Path]:
                         "solutions; choose another folder")
     versions = {src: student_version(src) for src in sources}  # all made before anything is written
     out.mkdir(parents=True, exist_ok=True)
+    umask = os.umask(0)  # read the umask (the only way) and put it back at once
+    os.umask(umask)
     written = []
     for src, body in versions.items():
         dest = out / src.name
         with atomic_write(dest) as fh:
             fh.write(body)
+        os.chmod(dest, 0o666 & ~umask)  # a temp file is created 0600; hand-outs must be readable (0644)
         written.append(dest)
     return written
+
+
+def nbgrader_env(env: dict | None = None) -> dict:
+    """A copy of ``env`` (default ``os.environ``) with this interpreter's folder first on ``PATH``.
+
+    nbgrader runs ``alembic`` as a command when it creates a gradebook; in a virtual
+    environment that command sits next to ``sys.executable`` and is missing from ``PATH``
+    unless the environment was activated.
+    """
+    env = dict(os.environ if env is None else env)
+    bin_dir = os.path.dirname(os.path.abspath(sys.executable))
+    parts = [p for p in env.get("PATH", "").split(os.pathsep) if p]
+    env["PATH"] = os.pathsep.join([bin_dir] + [p for p in parts if os.path.abspath(p) != bin_dir])
+    return env
+
+
+def run_nbgrader(args: list[str], cwd: str | Path | None = None, env: dict | None = None, **kwargs):
+    """``python -m nbgrader ARGS`` with :func:`nbgrader_env`; returns the ``subprocess.CompletedProcess``.
+
+    ``kwargs`` go to :func:`subprocess.run` (``capture_output=True, text=True`` for a test).
+    """
+    try:
+        import nbgrader  # noqa: F401
+    except ImportError:
+        raise UserError("nbgrader is not installed in this environment: pip install -e '.[course]' "
+                        "(or pip install nbgrader)") from None
+    return subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=cwd, env=nbgrader_env(env), check=False,
+                          **kwargs)
 
 
 def _default_notebooks() -> Path:
@@ -140,12 +181,19 @@ def _default_notebooks() -> Path:
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    if parser.prog.split()[-1] == "nbgrader":  # ikd-edu assignments nbgrader ARGS...
+        parser.add_argument("nbgrader_args", nargs=argparse.REMAINDER, metavar="ARGS",
+                            help="nbgrader's own arguments, e.g. generate_assignment ikd, autograde ikd --create")
+        return
     parser.add_argument("--out", required=True, help="folder for the student versions (created if needed)")
     parser.add_argument("--notebooks", default=None,
                         help="folder with the instructor's notebooks (default: ./notebooks, else the checkout's)")
 
 
 def cli_main(args: argparse.Namespace) -> int:
+    if tuple(args._command) == ("assignments", "nbgrader"):
+        nbgrader_args = [a for a in args.nbgrader_args if a != "--"] or ["--help"]
+        return run_nbgrader(nbgrader_args).returncode
     notebooks = Path(args.notebooks) if args.notebooks else _default_notebooks()
     written = build(args.out, notebooks)
     for path in written:

@@ -253,13 +253,19 @@ def _make_integrity():
     def record(what: str) -> None:
         tampered.append(what)
 
+    def lookup(owner, attribute: str):
+        if isinstance(owner, types.ModuleType):  # the module's own dict: no __getattribute__ of ours in between
+            return vars(owner).get(attribute)
+        return getattr(owner, attribute, None)
+
     def watch(owner, attribute: str) -> None:
-        if hasattr(owner, attribute):
-            watched[(id(owner), attribute)] = (owner, getattr(owner, attribute))
+        value = lookup(owner, attribute)
+        if value is not None:
+            watched[(id(owner), attribute)] = (owner, value)
 
     def changes() -> list[str]:
         changed = [f"{_label(owner)}.{attribute}" for (_, attribute), (owner, obj) in watched.items()
-                   if getattr(owner, attribute, None) is not obj]
+                   if lookup(owner, attribute) is not obj]
         return list(dict.fromkeys(tampered + changed))
 
     return record, watch, changes
