@@ -142,6 +142,37 @@ def build(out: str | Path, notebooks: str | Path = "notebooks") -> list[Path]:
     return written
 
 
+def _short_tracebacks_class():
+    from nbconvert.preprocessors import Preprocessor
+
+    class ShortTracebacks(Preprocessor):
+        """Feedback preprocessor: every error output keeps ``ename: evalue``, not the source lines around it.
+
+        IPython's traceback prints the lines around the failing one, and in a check cell those
+        include the instructor's ``### BEGIN HIDDEN TESTS`` region (expected values and all),
+        even when ``ClearHiddenTests`` has removed it from the cell's source. The checks' own
+        messages say what is wrong, so nothing a student needs is lost.
+        """
+
+        def preprocess_cell(self, cell, resources, index):
+            for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+                if output.get("output_type") == "error":
+                    output["traceback"] = [f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"]
+            return cell, resources
+
+    return ShortTracebacks
+
+
+def __getattr__(name: str):
+    """``ikd_edu.assignments.ShortTracebacks`` is made on first use (nbconvert is imported only then)."""
+    if name == "ShortTracebacks":
+        cls = _short_tracebacks_class()
+        cls.__module__ = __name__
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def nbgrader_env(env: dict | None = None) -> dict:
     """A copy of ``env`` (default ``os.environ``) with this interpreter's folder first on ``PATH``.
 

@@ -167,7 +167,8 @@ def test_autograde_end_to_end(tmp_path):
         "c.Execute.timeout = 300  # per cell; a kernel's first torch import is slow on a busy 2-core machine\n"
         "from nbgrader.preprocessors import ClearHiddenTests, GetGrades\n"
         "from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor\n"
-        "c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, CSSHTMLHeaderPreprocessor]\n")
+        "from ikd_edu.assignments import ShortTracebacks\n"
+        "c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, ShortTracebacks, CSSHTMLHeaderPreprocessor]\n")
 
     # 1. the student version, made by nbgrader with no PATH set up
     _nbgrader(course, "generate_assignment", "ikd", "--force")
