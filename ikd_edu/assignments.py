@@ -144,6 +144,7 @@ def build(out: str | Path, notebooks: str | Path = "notebooks") -> list[Path]:
 
 def _short_tracebacks_class():
     from nbconvert.preprocessors import Preprocessor
+    from traitlets import Bool
 
     class ShortTracebacks(Preprocessor):
         """Feedback preprocessor: every error output keeps ``ename: evalue``, not the source lines around it.
@@ -153,6 +154,9 @@ def _short_tracebacks_class():
         even when ``ClearHiddenTests`` has removed it from the cell's source. The checks' own
         messages say what is wrong, so nothing a student needs is lost.
         """
+
+        enabled = Bool(True, help="on as soon as it is listed (nbconvert's preprocessors default to off)").tag(
+            config=True)
 
         def preprocess_cell(self, cell, resources, index):
             for output in cell.get("outputs", []) if cell.cell_type == "code" else []:

@@ -20,6 +20,20 @@ check                       notebook  the library function it is compared with
 ==========================  ========  ========================================================
 
 Every check runs in well under a second on a laptop CPU (small random tensors, float64).
+
+What keeps a check honest, and what a learner sees when it steps in:
+
+* **Behaviour, not one implementation.** Values and gradients are compared where they are
+  defined: at an all-zero vector a cosine's gradient depends on the eps (about 1/eps), so there
+  the gradient is not compared; any eps <= 1e-6 and every usual idiom passes.
+* **No shortcut.** The learner's function runs as *learner code*
+  (:func:`ikd_edu.exercise_guard.learner_code`): the library's reference implementations raise
+  there, and a call is reported even when the learner catches the error.
+* **No tampering.** The checks compare with the reference objects captured at import;
+  replacing a check, a reference, a helper of this module or ``torch.allclose`` is reported
+  ("... was replaced (monkey-patching) ... restart the kernel").
+* **A time budget.** A check stops after :data:`DEFAULT_BUDGET_S` seconds
+  (``$IKD_CHECK_BUDGET_S``, or ``budget_s=``) and says the solution is too slow.
 """
 from __future__ import annotations
 
