@@ -214,3 +214,13 @@ def test_autograde_end_to_end(tmp_path):
         for line in _solution_lines() + HIDDEN_LINES:
             assert line not in html, f"{student}'s feedback holds {line!r}"
     assert "not scale-invariant" in (course / "feedback" / "bob" / "ikd" / "mini.html").read_text()
+
+
+def test_the_cli_runs_nbgrader_without_path_setup(capfd, monkeypatch):
+    from ikd_edu.cli import main as cli_main
+
+    bin_dir = os.path.dirname(os.path.abspath(sys.executable))
+    monkeypatch.setenv("PATH", os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                                               if p and os.path.abspath(p) != bin_dir) or "/usr/bin:/bin")
+    assert cli_main(["assignments", "nbgrader", "--", "--version"]) == 0
+    assert "nbgrader version" in capfd.readouterr().out
