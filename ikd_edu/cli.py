@@ -31,6 +31,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("quickstart",): ("ikd_edu.train.quickstart", "synthetic data -> teacher -> students -> AP table"),
     ("app",): ("ikd_edu.browse", "browse data and predictions in the FiftyOne App (127.0.0.1)"),
     ("assignments", "build"): ("ikd_edu.assignments", "student versions of the assignment notebooks (nbgrader)"),
+    ("assignments", "nbgrader"): ("ikd_edu.assignments", "run nbgrader (generate_assignment, autograde ...) with "
+                                                          "this environment's commands on PATH"),
 }
 
 

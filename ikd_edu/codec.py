@@ -63,6 +63,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ikd_edu.exercise_guard import reference
 from ikd_edu.geometry import heatmap_to_image
 
 DECODE_METHODS = ("quarter", "dark", "argmax")
@@ -128,6 +129,7 @@ def _reference_window(center_rounded: torch.Tensor, tmp_size: float):
 # --------------------------------------------------------------------------- encoding
 
 
+@reference
 def encode_heatmaps(
     keypoints,
     visible,

@@ -20,18 +20,53 @@ check                       notebook  the library function it is compared with
 ==========================  ========  ========================================================
 
 Every check runs in well under a second on a laptop CPU (small random tensors, float64).
+
+What keeps a check honest, and what a learner sees when it steps in:
+
+* **Behaviour, not one implementation.** Values and gradients are compared where they are
+  defined: at an all-zero vector a cosine's gradient depends on the eps (about 1/eps), so there
+  the gradient is not compared; any eps <= 1e-6 and every usual idiom passes.
+* **No shortcut.** The learner's function runs as *learner code*
+  (:func:`ikd_edu.exercise_guard.learner_code`): the library's reference implementations raise
+  there, and a call is reported even when the learner catches the error.
+* **No tampering.** The checks compare with the reference objects captured at import;
+  replacing a check, a reference, a helper of this module or ``torch.allclose`` is reported
+  ("... was replaced (monkey-patching) ... restart the kernel").
+* **A time budget.** A check stops after :data:`DEFAULT_BUDGET_S` seconds
+  (``$IKD_CHECK_BUDGET_S``, or ``budget_s=``) and says the solution is too slow.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+import types
 from typing import Callable
 
 import torch
 from torch.nn import functional as F
 
+# The reference implementations, captured once: the checks compare with these objects even if a
+# notebook later rebinds the library's names (which _verify_integrity reports).
+from ikd_edu.codec import encode_heatmaps
+from ikd_edu.distill import FeatureDistillation, LogitDistillation, heatmap_kl, joints_mse
+from ikd_edu.distill.structure import AUTO_GRID, joint_relations, pairwise_affinity, pooled_grid_size
+from ikd_edu.exercise_guard import (ReferenceCalled, learner_code, reference_calls, reference_message,
+                                    registered)
+
 __all__ = ["check_encode", "check_logit_kd", "check_feature_kd", "check_affinity", "check_joint_relations",
-           "NOT_WRITTEN"]
+           "NOT_WRITTEN", "BUDGET_ENV", "DEFAULT_BUDGET_S"]
 
 NOT_WRITTEN = "not written yet: replace `raise NotImplementedError()` with your code"
+
+#: seconds a check may take before it stops and says the solution is too slow (``budget_s=`` overrides)
+DEFAULT_BUDGET_S = 20.0
+#: environment variable with the default budget in seconds (e.g. ``IKD_CHECK_BUDGET_S=60`` on a slow grader)
+BUDGET_ENV = "IKD_CHECK_BUDGET_S"
 
 _ATOL = 1e-5
 _RTOL = 1e-4
@@ -48,18 +83,52 @@ def _fail(name: str, message: str):
     raise AssertionError(f"{name}: {message}")
 
 
+def _new_reference_calls(name: str, before: int) -> None:
+    """Fail when the learner's code called a reference implementation since ``before`` (even if it caught it)."""
+    calls = reference_calls()[before:]
+    if calls:
+        raise AssertionError(f"{name}: {reference_message(calls[0])}") from None
+
+
 def _call(fn: Callable, name: str, args: tuple, described: str, hints: tuple[tuple[str, str], ...] = ()):
-    """``fn(*args)``; NotImplementedError -> "not written yet", other errors -> AssertionError with context."""
+    """``fn(*args)`` as learner code (reference functions switched off); errors -> AssertionError with context.
+
+    NotImplementedError -> "not written yet"; a reference call -> says so; any other exception ->
+    its type and message, the shapes it was called with and, when one applies, a hint.
+    """
+    before = len(reference_calls())
     try:
-        return fn(*args)
+        with learner_code():
+            out = fn(*args)
     except NotImplementedError:
+        _new_reference_calls(name, before)
         raise AssertionError(f"{name}: {NOT_WRITTEN}") from None
     except AssertionError:
+        _new_reference_calls(name, before)  # a ReferenceCalled, or the learner's own assert
         raise
     except Exception as exc:  # the learner's own bug: say where, keep their traceback chained
+        _new_reference_calls(name, before)
         text = f"{type(exc).__name__}: {exc}"
         extra = next((hint for needle, hint in hints if needle.lower() in text.lower()), "")
         raise AssertionError(f"{name} raised {text}\n  (called with {described}){extra}") from exc
+    _new_reference_calls(name, before)
+    return out
+
+
+def _backward(name: str, out: torch.Tensor, grad: torch.Tensor | None = None) -> None:
+    """``out.backward(grad)``: the learner's graph (custom autograd functions included) runs as learner code."""
+    before = len(reference_calls())
+    try:
+        with learner_code():
+            out.backward(grad)
+    except AssertionError:
+        _new_reference_calls(name, before)
+        raise
+    except Exception as exc:
+        _new_reference_calls(name, before)
+        raise AssertionError(f"{name}: backpropagating through your result raised {type(exc).__name__}: {exc}; "
+                             "build the result from the inputs with differentiable torch operations") from exc
+    _new_reference_calls(name, before)
 
 
 def _as_tensor(value, name: str, what: str) -> torch.Tensor:
@@ -88,8 +157,200 @@ def _scalar(value, name: str) -> torch.Tensor:
     return t.reshape(())
 
 
-def _ok(name: str, library: str, cases: int) -> None:
+# ----------------------------------------------------------------------------------------------
+# the time budget: a check stops after DEFAULT_BUDGET_S seconds instead of hanging the grader
+# ----------------------------------------------------------------------------------------------
+class _TimeUp(BaseException):
+    """Raised into the check when its budget is spent (a BaseException: ``except Exception`` won't swallow it)."""
+
+
+def _budget_seconds(budget_s: float | None) -> float:
+    if budget_s is None:
+        raw = os.environ.get(BUDGET_ENV, "").strip()
+        if not raw:
+            return DEFAULT_BUDGET_S
+        try:
+            budget_s = float(raw)
+        except ValueError:
+            raise ValueError(f"{BUDGET_ENV}={raw!r} is not a number of seconds; set it to e.g. 20 or unset it") from None
+    budget_s = float(budget_s)
+    if not budget_s > 0:
+        raise ValueError(f"the check's time budget must be > 0 seconds, got {budget_s}")
+    return budget_s
+
+
+@contextlib.contextmanager
+def _alarm(seconds: float):
+    """SIGALRM after ``seconds`` raises :class:`_TimeUp` in the main thread (and again every 0.25 s until done).
+
+    Nests with an alarm that is already set (pytest-timeout, an outer check): the outer one is
+    handed over when it is due first and re-armed with its remaining time afterwards. A signal
+    also interrupts ``time.sleep``; a single long C call (one huge torch op) ends first.
+    """
+    start = time.monotonic()
+    deadline = start + seconds
+    previous_handler = signal.getsignal(signal.SIGALRM)
+    previous_left, previous_interval = signal.getitimer(signal.ITIMER_REAL)
+    previous_deadline = start + previous_left if previous_left > 0 else None
+    armed = [True]
+
+    def on_alarm(signum, frame):
+        now = time.monotonic()
+        if previous_deadline is not None and now >= previous_deadline and callable(previous_handler):
+            signal.signal(signal.SIGALRM, previous_handler)  # the outer alarm is due: it decides
+            previous_handler(signum, frame)
+            return
+        if armed[0] and now >= deadline:
+            raise _TimeUp()
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    first = seconds if previous_deadline is None else min(seconds, previous_left)
+    signal.setitimer(signal.ITIMER_REAL, first, 0.25)
+    try:
+        yield
+    finally:
+        armed[0] = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous_handler if previous_handler is not None else signal.SIG_DFL)
+        if previous_deadline is not None:
+            signal.setitimer(signal.ITIMER_REAL, max(previous_deadline - time.monotonic(), 1e-3), previous_interval)
+
+
+@contextlib.contextmanager
+def _watchdog(seconds: float):
+    """Off the main thread (or without SIGALRM): a watchdog thread raises :class:`_TimeUp` in this thread.
+
+    ``PyThreadState_SetAsyncExc`` takes effect between two bytecodes, so it stops Python loops
+    but not a ``time.sleep`` already under way (that ends first).
+    """
+    target = threading.get_ident()
+    done = threading.Event()
+    set_async = ctypes.pythonapi.PyThreadState_SetAsyncExc
+
+    def watch():
+        if done.wait(seconds):
+            return
+        while not done.is_set():
+            set_async(ctypes.c_ulong(target), ctypes.py_object(_TimeUp))
+            if done.wait(0.25):
+                return
+
+    thread = threading.Thread(target=watch, name="ikd-edu-check-budget", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        set_async(ctypes.c_ulong(target), None)  # drop one that was set but not yet raised
+
+
+def _time_budget(seconds: float):
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+        return _alarm(seconds)  # Jupyter kernels and scripts run cells in the main thread
+    return _watchdog(seconds)
+
+
+# ----------------------------------------------------------------------------------------------
+# integrity: a check that was replaced, or a library it compares with that was patched, is reported
+# ----------------------------------------------------------------------------------------------
+def _label(owner) -> str:
+    if isinstance(owner, types.ModuleType):
+        return owner.__name__
+    return f"{getattr(owner, '__module__', '?')}.{getattr(owner, '__qualname__', type(owner).__name__)}"
+
+
+def _make_integrity():
+    tampered: list[str] = []  # what was changed through ikd_edu.exercises' attributes
+    watched: dict[tuple[int, str], tuple[object, object]] = {}  # (id(owner), attr) -> (owner, the object)
+
+    def record(what: str) -> None:
+        tampered.append(what)
+
+    def lookup(owner, attribute: str):
+        if isinstance(owner, types.ModuleType):  # the module's own dict: no __getattribute__ of ours in between
+            return vars(owner).get(attribute)
+        return getattr(owner, attribute, None)
+
+    def watch(owner, attribute: str) -> None:
+        value = lookup(owner, attribute)
+        if value is not None:
+            watched[(id(owner), attribute)] = (owner, value)
+
+    def changes() -> list[str]:
+        changed = [f"{_label(owner)}.{attribute}" for (_, attribute), (owner, obj) in watched.items()
+                   if lookup(owner, attribute) is not obj]
+        return list(dict.fromkeys(tampered + changed))
+
+    return record, watch, changes
+
+
+_record_tampering, _watch, _integrity_changes = _make_integrity()
+
+
+def _freeze() -> None:
+    """Remember every object a check relies on (called once, at import)."""
+    module = sys.modules[__name__]
+    for attribute in list(vars(module)):
+        if not (attribute.startswith("__") and attribute.endswith("__")):
+            _watch(module, attribute)
+    guarded = registered().values()
+    owners = set()
+    for fn in guarded:  # where each reference lives (a function in a module, or a method of a class)
+        owner = sys.modules.get(fn.__module__)
+        *path, attribute = fn.__qualname__.split(".")
+        for part in path:
+            owner = getattr(owner, part, None)
+        if owner is not None:
+            _watch(owner, attribute)
+            if path:
+                owners.add(id(owner))
+    ids = {id(fn) for fn in guarded} | owners
+    for modname, mod in list(sys.modules.items()):  # and every name the library re-exports it under
+        if modname.split(".")[0] == "ikd_edu" and mod is not None and modname != __name__:
+            for attribute, value in list(vars(mod).items()):
+                if id(value) in ids:
+                    _watch(mod, attribute)
+    for owner, attributes in ((torch, ("allclose", "equal", "isfinite", "exp", "where", "trunc", "arange")),
+                              (torch.Tensor, ("backward", "allclose", "abs", "pow", "mean", "sum", "norm",
+                                              "double", "detach", "clone", "transpose", "__matmul__")),
+                              (F, ("normalize", "adaptive_avg_pool2d", "adaptive_max_pool2d", "interpolate"))):
+        for attribute in attributes:
+            _watch(owner, attribute)
+
+
+def _verify_integrity(name: str) -> None:
+    changed = _integrity_changes()
+    if changed:
+        raise AssertionError(
+            f"{name}: the check can't be trusted in this kernel: {', '.join(changed[:4])}"
+            f"{' ...' if len(changed) > 4 else ''} was replaced (monkey-patching) while the notebook ran. The checks "
+            "and the library functions they compare with must stay as the library defines them: remove the code "
+            "that changes them, restart the kernel and run the notebook again") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# one check run: integrity, learner code, time budget, result line
+# ----------------------------------------------------------------------------------------------
+def _run_check(name: str, body: Callable, fn, budget_s: float | None) -> None:
+    """Run ``body(fn) -> (library, cases, notes)`` within the time budget; print the result line."""
+    seconds = _budget_seconds(budget_s)
+    _verify_integrity(name)
+    if not callable(fn):
+        _fail(name, f"pass your function itself, e.g. check_{name}({name}) - got a {type(fn).__name__}")
+    try:
+        with _time_budget(seconds):
+            library, cases, notes = body(fn)
+    except _TimeUp:
+        raise AssertionError(
+            f"{name}: stopped after {seconds:g} s: the solution is too slow (time budget {seconds:g} s). The check "
+            "calls your function about a dozen times on small tensors and normally finishes in about a second: "
+            "look for a loop that never ends, or a Python loop over every pixel or pair of positions, and use "
+            "whole-tensor torch operations instead") from None
+    _verify_integrity(name)  # nothing was replaced while the learner's code ran
     print(f"✓ {name} matches {library} on {cases} random cases")
+    for note in notes:
+        print(f"  note: {note}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -109,14 +370,28 @@ def _encode_cases():
         yield kp.float(), vis, (h, w), sigma
 
 
-def check_encode(fn: Callable) -> None:
-    """Check ``fn(keypoints (N, K, 2), visible (N, K), size=(h, w), sigma) -> (heatmaps, target_weight)``.
+_SWAPPED_XY = "x and y are swapped: keypoints are (x, y), x is the column (width) and y the row (height)"
 
-    Reference: :func:`ikd_edu.codec.encode_heatmaps` (rounded centre ``int(x + 0.5)``, window
-    ``ul <= (x, y) < br`` with ``tmp_size = 3 sigma``, peak 1, weight = visible and on the map).
+
+def _diagnose_encode_swap(name, hm, weight, kp, vis, size, sigma, ref_hm, ref_w) -> None:
+    """Fail when the learner's encoding is the reference's for (y, x) keypoints - whatever their weights say.
+
+    A swap moves the peaks *and* changes which joints count as off the map, so it is looked
+    for before the weights are judged: on the joints that the swapped encoding draws and
+    where the swap makes a difference, the heatmaps match the swapped ones; or the weights
+    are exactly the swapped encoding's (an off-map test that compares x with h and y with w).
     """
-    from ikd_edu.codec import encode_heatmaps
+    swapped_hm, swapped_w = (t.double() for t in encode_heatmaps(kp.flip(-1), vis, size, sigma))
+    drawn = (swapped_w == 1) & ((swapped_hm - ref_hm).abs().amax(dim=(2, 3)) > 1e-3)  # (N, K)
+    if bool(drawn.any()) and _close(hm[drawn], swapped_hm[drawn]):
+        _fail(name, _SWAPPED_XY)
+    if torch.equal(weight, swapped_w) and not torch.equal(swapped_w, ref_w):
+        _fail(name, "the off-map test for target_weight swaps x and y: compare x (the column) with the width w and "
+                    "y (the row) with the height h")
 
+
+def _check_encode_body(fn: Callable):
+    """The encoder check's cases; see :func:`check_encode`."""
     name = "encode"
     count = 0
     for kp, vis, (h, w), sigma in _encode_cases():
@@ -143,6 +418,8 @@ def check_encode(fn: Callable) -> None:
         if not bool(torch.isfinite(hm).all()):
             _fail(name, "heatmaps contain NaN or inf values")
         ref_hm, ref_w = (t.double() for t in encode_heatmaps(kp, vis, (h, w), sigma))
+        if not (torch.equal(weight, ref_w) and _close(hm, ref_hm)):
+            _diagnose_encode_swap(name, hm, weight, kp, vis, (h, w), sigma, ref_hm, ref_w)
         labelled = vis > 0
         if not torch.equal(weight, ref_w):
             if bool((weight[~labelled] != 0).any()):
@@ -157,9 +434,6 @@ def check_encode(fn: Callable) -> None:
         if _close(hm, ref_hm):
             count += 1
             continue
-        swapped, _ = encode_heatmaps(kp.flip(-1), vis, (h, w), sigma)
-        if _close(hm, swapped.double()):
-            _fail(name, "x and y are swapped: keypoints are (x, y), x is the column (width) and y the row (height)")
         unbiased, _ = encode_heatmaps(kp, vis, (h, w), sigma, unbiased=True)
         if _close(hm, unbiased.double(), atol=1e-4):
             _fail(name, "the Gaussian is centred at the exact sub-pixel point; the reference rounds the centre "
@@ -181,7 +455,7 @@ def check_encode(fn: Callable) -> None:
                         "must be 0: the reference draws the Gaussian only inside that window")
         _fail(name, f"heatmaps differ on {int(((hm - ref_hm).abs() > _ATOL).sum())} pixels (size {h}x{w}, "
                     f"sigma {sigma}): check exp(-d^2 / (2 sigma^2)) with d measured from the rounded centre")
-    _ok(name, "ikd_edu.codec.encode_heatmaps", count)
+    return 'ikd_edu.codec.encode_heatmaps', count, []
 
 
 # ----------------------------------------------------------------------------------------------
@@ -215,8 +489,6 @@ def _logit_value(fn, name, s, t, g, w, alpha) -> torch.Tensor:
 
 
 def _diagnose_logit(fn, name, s, t, g, w, alpha, out) -> None:
-    from ikd_edu.distill import LogitDistillation, heatmap_kl, joints_mse
-
     def value(s_=s, t_=t, g_=g, w_=w, a_=alpha):
         with torch.no_grad():
             return _logit_value(fn, name, s_, t_, g_, w_, a_)
@@ -264,14 +536,8 @@ def _diagnose_logit(fn, name, s, t, g, w, alpha, out) -> None:
                 "compare your code with the formula term by term: the weight w, the 0.5, the means, the alpha mix")
 
 
-def check_logit_kd(fn: Callable) -> None:
-    """Check ``fn(student_hm, teacher_hm, target, target_weight, alpha) -> scalar`` (FPD logit distillation).
-
-    Reference: ``LogitDistillation(alpha, mode="mse")(S, T, G, w)``
-    ``= (1 - alpha) * 0.5 * mean((w (S - G))^2) + alpha * 0.5 * mean((S - T)^2)``, teacher detached.
-    """
-    from ikd_edu.distill import LogitDistillation
-
+def _check_logit_kd_body(fn: Callable):
+    """The logit_kd check's cases; see :func:`check_logit_kd`."""
     name = "logit_kd"
     count = 0
     for s0, t0, g, w, alpha in _logit_cases():
@@ -285,7 +551,7 @@ def check_logit_kd(fn: Callable) -> None:
         if not out.requires_grad:
             _fail(name, "the loss does not depend on student_hm through torch operations (no gradient would reach "
                         "the student): don't detach student_hm or convert it to NumPy")
-        out.backward()
+        _backward(name, out)
         if t.grad is not None and bool(t.grad.abs().sum() > 0):
             _fail(name, "gradient reaches the teacher: the teacher's heatmaps are fixed targets, use "
                         "teacher_hm.detach() in the teacher term")
@@ -294,15 +560,13 @@ def check_logit_kd(fn: Callable) -> None:
             _fail(name, "the value is right but the gradient with respect to student_hm is not: compute the loss "
                         "with differentiable torch operations on student_hm")
         count += 1
-    _ok(name, "ikd_edu.distill.LogitDistillation(alpha, mode='mse')", count)
+    return "ikd_edu.distill.LogitDistillation(alpha, mode='mse')", count, []
 
 
 # ----------------------------------------------------------------------------------------------
 # notebook 04: feature distillation through an adapter
 # ----------------------------------------------------------------------------------------------
 def _feature_cases():
-    from ikd_edu.distill import FeatureDistillation
-
     gen = torch.Generator().manual_seed(404)
     #   (N, C_s, H_s, W_s),  (C_t, H_t, W_t)
     shapes = (((2, 16, 4, 3), (32, 4, 3)),   # same grid, more teacher channels
@@ -392,13 +656,8 @@ def _diagnose_feature(fn, name, module, s, t, out) -> None:
                 "teacher's (H, W) when the sizes differ")
 
 
-def check_feature_kd(fn: Callable) -> None:
-    """Check ``fn(student_feat (N, C_s, H_s, W_s), teacher_feat (N, C_t, H_t, W_t), adapter) -> scalar``.
-
-    Reference: ``FeatureDistillation(C_s, C_t, mode="l2")`` with the same ``adapter``:
-    ``mean((resize(adapter(F_s), (H_t, W_t)) - F_t)^2)`` (bilinear, ``align_corners=False``),
-    teacher detached, gradients to the student and the adapter.
-    """
+def _check_feature_kd_body(fn: Callable):
+    """The feature_kd check's cases; see :func:`check_feature_kd`."""
     name = "feature_kd"
     count = 0
     for module, s0, t0 in _feature_cases():
@@ -414,7 +673,7 @@ def check_feature_kd(fn: Callable) -> None:
             _fail(name, "no gradient would reach the student or the adapter: compute the loss from student_feat and "
                         "adapter(student_feat) with torch operations (don't detach them, don't call the adapter "
                         "under torch.no_grad())")
-        out.backward()
+        _backward(name, out)
         if t.grad is not None and bool(t.grad.abs().sum() > 0):
             _fail(name, "gradient reaches the teacher: its features are a fixed target, use teacher_feat.detach()")
         conv = module.adapter[0]
@@ -429,7 +688,7 @@ def check_feature_kd(fn: Callable) -> None:
             _fail(name, "the value is right but the gradient with respect to student_feat is not: compute the loss "
                         "with differentiable torch operations")
         count += 1
-    _ok(name, "ikd_edu.distill.FeatureDistillation(C_s, C_t, mode='l2')", count)
+    return "ikd_edu.distill.FeatureDistillation(C_s, C_t, mode='l2')", count, []
 
 
 # ----------------------------------------------------------------------------------------------
@@ -438,10 +697,12 @@ def check_feature_kd(fn: Callable) -> None:
 def _affinity_cases():
     gen = torch.Generator().manual_seed(505)
     for n, c, h, w in ((2, 8, 4, 3), (1, 16, 8, 6), (2, 6, 32, 24), (1, 5, 20, 10), (3, 4, 16, 12)):
-        features = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
+        features = 4.0 * torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
         features[0, :, : h // 2] = features[0, :, : h // 2].relu()  # ReLU-like positive half
         if h <= 16 and w <= 12:
             features[-1, :, 1, 2] = 0.0  # a dead position: its channel vector is all zero
+            # no vector is nearly dead: then any eps <= 1e-6 changes a cosine by < 1e-5 (the tolerance)
+            features = features * (features.norm(dim=1, keepdim=True) >= 0.5)
         yield features
 
 
@@ -451,8 +712,6 @@ def _affinity_value(fn, name, features) -> torch.Tensor:
 
 
 def _diagnose_affinity(fn, name, features, out) -> None:
-    from ikd_edu.distill.structure import AUTO_GRID, pairwise_affinity, pooled_grid_size
-
     n, c, h, w = features.shape
     gh, gw = pooled_grid_size((h, w))
     p = gh * gw
@@ -505,17 +764,54 @@ def _diagnose_affinity(fn, name, features, out) -> None:
                 "the pooling, the per-position normalisation and the order of the positions")
 
 
-def check_affinity(fn: Callable) -> None:
-    """Check ``fn(features (N, C, H, W)) -> (N, P, P)``, the pairwise affinity between positions.
+def _dead_positions(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions whose (pooled) channel vector is all zero: ``(N, P)`` bool, and the inputs feeding them ``(N, C, H, W)``."""
+    n, c, h, w = features.shape
+    grid = pooled_grid_size((h, w))
+    if grid == (h, w):
+        dead = features.flatten(2).norm(dim=1) == 0  # (N, P)
+        return dead, dead.reshape(n, 1, h, w).expand_as(features)
+    pooled = F.adaptive_avg_pool2d(features, grid)  # (N, C, H', W')
+    dead = pooled.flatten(2).norm(dim=1) == 0  # (N, P)
+    probe = torch.zeros_like(features, requires_grad=True)  # pooling is linear: its adjoint marks the inputs
+    F.adaptive_avg_pool2d(probe, grid).backward(dead.reshape(n, 1, *grid).expand(n, c, *grid).to(features.dtype))
+    return dead, probe.grad != 0
 
-    Reference: :func:`ikd_edu.distill.structure.pairwise_affinity` with ``pool="auto"``: average-pool
-    to at most 16 x 12 cells (smaller maps as they are), ``f_i`` = the C-vector at position ``i``
-    (row-major), ``A_ij = f_i . f_j / (|f_i| |f_j|)``, a zero vector giving 0.
+
+def _compare_cosine_gradient(name, what, x, out, reference_fn, inputs, dead, feeds_dead, seed) -> str | None:
+    """Compare ``d sum(probe * out) / dx`` with the library's where the gradient is defined; return a note or None.
+
+    ``dead`` ``(N, P)``: positions (or joints) whose vector is all zero. There the cosine is 0/0:
+    its value is 0 by convention, but its gradient depends on the eps (about 1/eps for the
+    library's 1e-12), so the probe is 0 in every dead row and column and the gradient is
+    compared only at the input elements that feed no dead vector (``feeds_dead`` is False).
+    Any eps <= 1e-6 and any of the usual idioms then give the same gradient as the library.
     """
-    from ikd_edu.distill.structure import pairwise_affinity
+    live = ~dead
+    probe = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    probe = probe * (live[:, :, None] & live[:, None, :])  # (N, P, P): only pairs of live vectors
+    _backward(name, out, probe.to(out.dtype))
+    x_ref = inputs.clone().requires_grad_(True)
+    reference_fn(x_ref).backward(probe)
+    keep = ~feeds_dead
+    scale = float(x_ref.grad[keep].abs().max()) if bool(keep.any()) else 0.0  # eps shifts it by ~eps/|f| of this
+    if x.grad is None or not _close(x.grad[keep], x_ref.grad[keep], atol=1e-6 + 1e-5 * scale, rtol=1e-3):
+        _fail(name, f"the values are right but the gradient with respect to the {what} is not: use differentiable "
+                    "torch operations throughout (no .detach(), .item() or NumPy on the way, and normalise with "
+                    "the norm itself rather than a detached copy of it)")
+    if bool(feeds_dead.any()) and not bool(torch.isfinite(x.grad[feeds_dead]).all()):
+        return (f"the gradient at an all-zero {'position' if what == 'features' else 'joint map'} is NaN or inf; "
+                "accepted here, but in training one such vector would turn the student's gradients into NaN. "
+                "torch.where(norm > 0, v / norm, 0) still differentiates v / norm; dividing by a norm clamped to "
+                "a small eps avoids that")
+    return None
 
+
+def _check_affinity_body(fn: Callable):
+    """The affinity check's cases; see :func:`check_affinity`."""
     name = "affinity"
     count = 0
+    notes: list[str] = []
     for features in _affinity_cases():
         x = features.clone().requires_grad_(True)
         out = _affinity_value(fn, name, x)
@@ -526,20 +822,15 @@ def check_affinity(fn: Callable) -> None:
         if not out.requires_grad:
             _fail(name, "the result does not depend on the features through torch operations: it is used in a loss "
                         "on the student, so keep it in torch (no NumPy, no .detach())")
-        probe = torch.randn(ref.shape, generator=torch.Generator().manual_seed(count), dtype=torch.float64)
-        (out * probe).sum().backward()
-        x_ref = features.clone().requires_grad_(True)
-        (pairwise_affinity(x_ref) * probe).sum().backward()
-        if x.grad is None or not _close(x.grad, x_ref.grad, atol=1e-6, rtol=1e-3):
-            _fail(name, "the values are right but the gradient with respect to the features is not: use "
-                        "differentiable torch operations throughout")
+        dead, feeds_dead = _dead_positions(features)
+        note = _compare_cosine_gradient(name, "features", x, out, pairwise_affinity, features, dead, feeds_dead,
+                                        seed=count)
+        notes += [note] if note and note not in notes else []
         count += 1
-    _ok(name, "ikd_edu.distill.structure.pairwise_affinity", count)
+    return "ikd_edu.distill.structure.pairwise_affinity", count, notes
 
 
 def _relation_cases():
-    from ikd_edu.codec import encode_heatmaps
-
     gen = torch.Generator().manual_seed(606)
     for n, k, h, w in ((2, 17, 16, 12), (1, 5, 8, 6), (3, 17, 32, 24), (2, 4, 7, 9)):
         kp = torch.rand(n, k, 2, generator=gen) * torch.tensor([w - 1.0, h - 1.0])
@@ -550,8 +841,6 @@ def _relation_cases():
 
 
 def _diagnose_relations(fn, name, heatmaps, out) -> None:
-    from ikd_edu.distill.structure import joint_relations
-
     n, k, h, w = heatmaps.shape
     ref = joint_relations(heatmaps)
     if tuple(out.shape) != (n, k, k):
@@ -584,15 +873,11 @@ def _diagnose_relations(fn, name, heatmaps, out) -> None:
                 "normalise it, and take all dot products between joints")
 
 
-def check_joint_relations(fn: Callable) -> None:
-    """Check ``fn(heatmaps (N, K, h, w)) -> (N, K, K)``: ``R_kl`` = cosine similarity of joint maps k and l.
-
-    Reference: :func:`ikd_edu.distill.structure.joint_relations`.
-    """
-    from ikd_edu.distill.structure import joint_relations
-
+def _check_joint_relations_body(fn: Callable):
+    """The joint_relations check's cases; see :func:`check_joint_relations`."""
     name = "joint_relations"
     count = 0
+    notes: list[str] = []
     for heatmaps in _relation_cases():
         x = heatmaps.clone().requires_grad_(True)
         out = _as_tensor(_call(fn, name, (x,), f"heatmaps {_shape(heatmaps)}"), name, "the result")
@@ -603,12 +888,116 @@ def check_joint_relations(fn: Callable) -> None:
         if not out.requires_grad:
             _fail(name, "the result does not depend on the heatmaps through torch operations: it is used in a loss "
                         "on the student, so keep it in torch (no NumPy, no .detach())")
-        probe = torch.randn(ref.shape, generator=torch.Generator().manual_seed(count), dtype=torch.float64)
-        (out * probe).sum().backward()
-        x_ref = heatmaps.clone().requires_grad_(True)
-        (joint_relations(x_ref) * probe).sum().backward()
-        if x.grad is None or not _close(x.grad, x_ref.grad, atol=1e-6, rtol=1e-3):
-            _fail(name, "the values are right but the gradient with respect to the heatmaps is not: use "
-                        "differentiable torch operations throughout")
+        dead = heatmaps.flatten(2).norm(dim=-1) == 0  # (N, K): joints whose map is all zero
+        note = _compare_cosine_gradient(name, "heatmaps", x, out, joint_relations, heatmaps, dead,
+                                        dead[..., None, None].expand_as(heatmaps), seed=count)
+        notes += [note] if note and note not in notes else []
         count += 1
-    _ok(name, "ikd_edu.distill.structure.joint_relations", count)
+    return "ikd_edu.distill.structure.joint_relations", count, notes
+
+
+# ----------------------------------------------------------------------------------------------
+# the checks the notebooks call
+# ----------------------------------------------------------------------------------------------
+def check_encode(fn: Callable, *, budget_s: float | None = None) -> None:
+    """Check ``fn(keypoints (N, K, 2), visible (N, K), size=(h, w), sigma) -> (heatmaps, target_weight)``.
+
+    Reference: :func:`ikd_edu.codec.encode_heatmaps` (rounded centre ``int(x + 0.5)``, window
+    ``ul <= (x, y) < br`` with ``tmp_size = 3 sigma``, peak 1, weight = visible and on the map).
+    ``budget_s``: seconds before the check stops (default :data:`DEFAULT_BUDGET_S` or ``$IKD_CHECK_BUDGET_S``).
+    """
+    _run_check("encode", _check_encode_body, fn, budget_s)
+
+
+def check_logit_kd(fn: Callable, *, budget_s: float | None = None) -> None:
+    """Check ``fn(student_hm, teacher_hm, target, target_weight, alpha) -> scalar`` (FPD logit distillation).
+
+    Reference: ``LogitDistillation(alpha, mode="mse")(S, T, G, w)``
+    ``= (1 - alpha) * 0.5 * mean((w (S - G))^2) + alpha * 0.5 * mean((S - T)^2)``, teacher detached.
+    ``budget_s``: seconds before the check stops (default :data:`DEFAULT_BUDGET_S` or ``$IKD_CHECK_BUDGET_S``).
+    """
+    _run_check("logit_kd", _check_logit_kd_body, fn, budget_s)
+
+
+def check_feature_kd(fn: Callable, *, budget_s: float | None = None) -> None:
+    """Check ``fn(student_feat (N, C_s, H_s, W_s), teacher_feat (N, C_t, H_t, W_t), adapter) -> scalar``.
+
+    Reference: ``FeatureDistillation(C_s, C_t, mode="l2")`` with the same ``adapter``:
+    ``mean((resize(adapter(F_s), (H_t, W_t)) - F_t)^2)`` (bilinear, ``align_corners=False``),
+    teacher detached, gradients to the student and the adapter.
+    ``budget_s``: seconds before the check stops (default :data:`DEFAULT_BUDGET_S` or ``$IKD_CHECK_BUDGET_S``).
+    """
+    _run_check("feature_kd", _check_feature_kd_body, fn, budget_s)
+
+
+def check_affinity(fn: Callable, *, budget_s: float | None = None) -> None:
+    """Check ``fn(features (N, C, H, W)) -> (N, P, P)``, the pairwise affinity between positions.
+
+    Reference: :func:`ikd_edu.distill.structure.pairwise_affinity` with ``pool="auto"``: average-pool
+    to at most 16 x 12 cells (smaller maps as they are), ``f_i`` = the C-vector at position ``i``
+    (row-major), ``A_ij = f_i . f_j / (|f_i| |f_j|)``, a zero vector giving 0.
+    ``budget_s``: seconds before the check stops (default :data:`DEFAULT_BUDGET_S` or ``$IKD_CHECK_BUDGET_S``).
+    """
+    _run_check("affinity", _check_affinity_body, fn, budget_s)
+
+
+def check_joint_relations(fn: Callable, *, budget_s: float | None = None) -> None:
+    """Check ``fn(heatmaps (N, K, h, w)) -> (N, K, K)``: ``R_kl`` = cosine similarity of joint maps k and l.
+
+    Reference: :func:`ikd_edu.distill.structure.joint_relations`.
+    ``budget_s``: seconds before the check stops (default :data:`DEFAULT_BUDGET_S` or ``$IKD_CHECK_BUDGET_S``).
+    """
+    _run_check("joint_relations", _check_joint_relations_body, fn, budget_s)
+
+
+# ----------------------------------------------------------------------------------------------
+# this module's own attributes can't be replaced from a notebook
+# ----------------------------------------------------------------------------------------------
+def _tampered_check(attribute: str) -> Callable:
+    def check(*_args, **_kwargs):
+        raise AssertionError(f"{attribute.removeprefix('check_')}: ikd_edu.exercises.{attribute} is not the library's check - it was replaced "
+                             "(monkey-patching) while the notebook ran, so it can't grade anything. Remove the code "
+                             "that replaces it, restart the kernel and run the notebook again")
+    check.__name__ = check.__qualname__ = attribute
+    return check
+
+
+def _protected_module_class(originals: dict[str, Callable]) -> type:
+    """The class of ``ikd_edu.exercises``: assignments refused and recorded, replaced checks never handed out.
+
+    ``ex.check_encode = ...`` (or ``mock.patch``) raises AttributeError and is recorded: every
+    check then fails with a message that says so until the kernel is restarted. A replacement
+    that bypasses ``setattr`` (a write to the module's ``__dict__``) is caught when the check is
+    looked up (``from ikd_edu.exercises import check_encode`` gets one that fails and says why)
+    and, for the helpers the checks use, by :func:`_verify_integrity` when a check runs.
+    """
+
+    class ProtectedModule(types.ModuleType):
+        def __getattribute__(self, attribute):
+            value = super().__getattribute__(attribute)
+            original = originals.get(attribute)
+            if original is not None and value is not original:
+                _record_tampering(f"ikd_edu.exercises.{attribute}")
+                return _tampered_check(attribute)
+            return value
+
+        def __setattr__(self, attribute, value):
+            if attribute.startswith("__") and attribute.endswith("__"):  # the import system's own bookkeeping
+                return super().__setattr__(attribute, value)
+            _record_tampering(f"ikd_edu.exercises.{attribute}")
+            raise AttributeError(f"ikd_edu.exercises.{attribute} can't be replaced: the checks grade the exercises, so "
+                                 "they (and everything they use) stay as the library defines them. The attempt is "
+                                 "recorded: every check in this kernel now fails until you remove this code and "
+                                 "restart the kernel")
+
+        def __delattr__(self, attribute):
+            _record_tampering(f"ikd_edu.exercises.{attribute}")
+            raise AttributeError(f"ikd_edu.exercises.{attribute} can't be deleted: the checks stay as the library "
+                                 "defines them (the attempt is recorded; restart the kernel after removing this code)")
+
+    return ProtectedModule
+
+
+_freeze()
+sys.modules[__name__].__class__ = _protected_module_class({name: globals()[name] for name in __all__
+                                                           if name.startswith("check_")})

@@ -128,6 +128,24 @@ def test_build_reports_an_unterminated_solution(tmp_path, capsys):
     assert "END SOLUTION" in capsys.readouterr().err
 
 
+def test_build_writes_files_readable_by_all(tmp_path):
+    """Hand-outs are 0644 under the usual umask (a temp file + rename would leave them 0600)."""
+    folder = tmp_path / "nb"
+    folder.mkdir()
+    cell = nbformat.v4.new_code_cell(f"def f():\n    {BEGIN}\n    return 1\n    {END}\n")
+    cell.metadata["nbgrader"] = {"grade": False, "grade_id": "f_solution", "locked": False, "schema_version": 3,
+                                 "solution": True, "task": False}
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell], metadata={"kernelspec": {
+        "display_name": "Python 3", "language": "python", "name": "python3"}}), folder / "a.ipynb")
+    previous = os.umask(0o022)
+    try:
+        written = assignments.build(tmp_path / "out", folder)
+    finally:
+        os.umask(previous)
+    assert [p.name for p in written] == ["a.ipynb"]
+    assert (written[0].stat().st_mode & 0o777) == 0o644, oct(written[0].stat().st_mode)
+
+
 # ------------------------------------------------------------------------------------------ (b)
 def test_nbgrader_generate_assignment_on_the_sources(tmp_path):
     nbgrader = Path(sys.executable).parent / "nbgrader"

@@ -2,23 +2,35 @@
 
 Every wrong version below is a deliberate, realistic learner mistake; the test asserts that the
 check's message names *that* mistake (and never leaks tensors/expected values).
+
+The library's reference functions are switched off inside a learner's function while a check
+runs (see tests/test_exercise_variants.py), so the variants here build on hand-written
+implementations (``encode_heatmaps`` below), never on the library's.
 """
 from __future__ import annotations
-
-import time
 
 import pytest
 import torch
 from torch.nn import functional as F
 
 from ikd_edu import exercises
-from ikd_edu.codec import encode_heatmaps
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _imports_done():
-    """Import the library once up front: the speed asserts below time the checks, not torchvision's import."""
-    import ikd_edu.distill  # noqa: F401  (imports the models and torchvision)
+def encode_heatmaps(kp, vis, size, sigma=2.0, unbiased=False):
+    """A hand-written reference encoder (the notebook's solution, plus DARK's unbiased centre)."""
+    h, w = size
+    kp = torch.as_tensor(kp, dtype=torch.float64)
+    vis = torch.as_tensor(vis)
+    mu = torch.trunc(kp + 0.5)  # (N, K, 2) rounded centre
+    ul, br = torch.trunc(mu - 3 * sigma), torch.trunc(mu + 3 * sigma + 1)
+    off_map = (ul[..., 0] >= w) | (ul[..., 1] >= h) | (br[..., 0] < 0) | (br[..., 1] < 0)
+    weight = (vis > 0) & ~off_map  # (N, K)
+    centre = kp if unbiased else mu
+    xs, ys = torch.arange(w, dtype=torch.float64), torch.arange(h, dtype=torch.float64)
+    gx = torch.exp(-((xs - centre[..., 0:1]) ** 2) / (2 * sigma**2)) * ((xs >= ul[..., 0:1]) & (xs < br[..., 0:1]))
+    gy = torch.exp(-((ys - centre[..., 1:2]) ** 2) / (2 * sigma**2)) * ((ys >= ul[..., 1:2]) & (ys < br[..., 1:2]))
+    heatmaps = gy[..., :, None] * gx[..., None, :] * weight[..., None, None]  # (N, K, h, w)
+    return heatmaps.float(), weight.float()
 
 
 def _fails(check, fn, *patterns: str) -> str:
@@ -36,10 +48,8 @@ def _not_written(*_args, **_kwargs):
 
 
 # ------------------------------------------------------------------------------------------- encode
-def test_encode_library_passes_quickly(capsys):
-    t0 = time.perf_counter()
+def test_encode_hand_written_passes(capsys):
     exercises.check_encode(encode_heatmaps)
-    assert time.perf_counter() - t0 < 20  # a few checks; each takes ~0.1-1 s alone (30 s is the limit)
     out = capsys.readouterr().out
     assert out.startswith("✓ encode matches ikd_edu.codec.encode_heatmaps on 5 random cases")
 
@@ -110,9 +120,8 @@ def test_encode_reports_the_learners_exception_with_context():
 
 # ----------------------------------------------------------------------------------------- logit KD
 def _logit_library(s, t, g, w, alpha):
-    from ikd_edu.distill import LogitDistillation
-
-    return LogitDistillation(alpha, "mse")(s, t, g, w)
+    """The formula as the library writes it: weighted GT term, detached teacher term, mixed by alpha."""
+    return (1 - alpha) * 0.5 * ((s - g) * w[:, :, None, None]).pow(2).mean() + alpha * 0.5 * (s - t.detach()).pow(2).mean()
 
 
 def _mse(a, b, w=None):
@@ -121,10 +130,8 @@ def _mse(a, b, w=None):
 
 
 def test_logit_kd_library_and_a_hand_written_solution_pass(capsys):
-    t0 = time.perf_counter()
     exercises.check_logit_kd(_logit_library)
     exercises.check_logit_kd(lambda s, t, g, w, a: (1 - a) * _mse(s, g, w) + a * _mse(s, t.detach()))
-    assert time.perf_counter() - t0 < 20  # a few checks; each takes ~0.1-1 s alone (30 s is the limit)
     out = capsys.readouterr().out
     assert "✓ logit_kd matches ikd_edu.distill.LogitDistillation" in out and "on 6 random cases" in out
 
@@ -174,10 +181,8 @@ def _feature_solution(s, t, adapter):
 
 
 def test_feature_kd_solutions_pass(capsys):
-    t0 = time.perf_counter()
     exercises.check_feature_kd(_feature_solution)
     exercises.check_feature_kd(lambda s, t, adapter: F.mse_loss(adapter(_resize(s, t.shape[-2:])), t.detach()))
-    assert time.perf_counter() - t0 < 20  # a few checks; each takes ~0.1-1 s alone (30 s is the limit)
     out = capsys.readouterr().out
     assert "✓ feature_kd matches ikd_edu.distill.FeatureDistillation" in out and "on 5 random cases" in out
 
@@ -227,14 +232,9 @@ def _affinity_solution(features):
 
 
 def test_affinity_solutions_pass(capsys):
-    from ikd_edu.distill.structure import pairwise_affinity
-
-    t0 = time.perf_counter()
-    exercises.check_affinity(pairwise_affinity)
     exercises.check_affinity(_affinity_solution)
     exercises.check_affinity(lambda x: F.cosine_similarity(
         _pool(x).flatten(2).unsqueeze(-1), _pool(x).flatten(2).unsqueeze(-2), dim=1, eps=1e-12))
-    assert time.perf_counter() - t0 < 20  # a few checks; each takes ~0.1-1 s alone (30 s is the limit)
     out = capsys.readouterr().out
     assert "✓ affinity matches ikd_edu.distill.structure.pairwise_affinity on 5 random cases" in out
 
@@ -317,9 +317,6 @@ def _relations_solution(heatmaps):
 
 
 def test_joint_relations_solutions_pass(capsys):
-    from ikd_edu.distill.structure import joint_relations
-
-    exercises.check_joint_relations(joint_relations)
     exercises.check_joint_relations(_relations_solution)
     assert "✓ joint_relations matches ikd_edu.distill.structure.joint_relations on 4 random cases" in \
         capsys.readouterr().out

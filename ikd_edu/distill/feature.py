@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ikd_edu.distill.ground_truth import _full
+from ikd_edu.exercise_guard import reference
 
 __all__ = ["FeatureDistillation", "attention_map"]
 
@@ -108,6 +109,7 @@ class FeatureDistillation(nn.Module):
             raise ValueError(f"student features {_shape(student)} and teacher features {_shape(teacher)} differ in "
                              "spatial size; use align='interpolate' or taps of the same stride.")
 
+    @reference
     def forward(self, student_features: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
         self._check(student_features, teacher_features)
         teacher_features = teacher_features.detach()

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ikd_edu.exercise_guard import reference
+
 __all__ = ["JointsMSELoss", "joints_mse", "check_heatmaps", "check_target_weight"]
 
 
@@ -67,6 +69,7 @@ def check_target_weight(heatmaps: torch.Tensor, target_weight: torch.Tensor) -> 
     return target_weight
 
 
+@reference
 def joints_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """``0.5 * mean_{n,k,p} (w_nk (pred - target))^2``; ``weight=None`` means ``w = 1``.
 
@@ -92,6 +95,7 @@ class JointsMSELoss(nn.Module):
         super().__init__()
         self.use_target_weight = use_target_weight
 
+    @reference
     def forward(self, student: torch.Tensor, target: torch.Tensor, target_weight: torch.Tensor | None = None) -> torch.Tensor:
         check_heatmaps(student, target, "ground-truth")
         weight = None

@@ -38,6 +38,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ikd_edu.distill.ground_truth import _full, check_heatmaps, check_target_weight, joints_mse
+from ikd_edu.exercise_guard import reference
 
 __all__ = ["LogitDistillation", "heatmap_kl"]
 
@@ -95,6 +96,7 @@ class LogitDistillation(nn.Module):
         self.mode = mode
         self.temperature = float(temperature)
 
+    @reference
     def distill_term(self, student: torch.Tensor, teacher: torch.Tensor,
                      teacher_weight: torch.Tensor | None = None) -> torch.Tensor:
         """The unweighted teacher term ``L_kd(S, T)`` (teacher detached)."""
@@ -106,6 +108,7 @@ class LogitDistillation(nn.Module):
             return joints_mse(student, teacher, teacher_weight)
         return heatmap_kl(student, teacher, self.temperature, teacher_weight)
 
+    @reference
     def parts(self, student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, target_weight: torch.Tensor,
               teacher_weight: torch.Tensor | None = None, alpha: float | None = None) -> dict[str, torch.Tensor]:
         """``{"gt": (1 - alpha) L_gt(S, G), "logit": alpha L_kd(S, T)}``.
@@ -122,6 +125,7 @@ class LogitDistillation(nn.Module):
         kd = self.distill_term(student, teacher, teacher_weight)
         return {"gt": (1.0 - a) * gt, "logit": a * kd}
 
+    @reference
     def forward(self, student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, target_weight: torch.Tensor,
                 teacher_weight: torch.Tensor | None = None) -> torch.Tensor:
         parts = self.parts(student, teacher, target, target_weight, teacher_weight)

@@ -39,6 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ikd_edu.distill.ground_truth import _full, check_heatmaps
+from ikd_edu.exercise_guard import reference
 
 __all__ = [
     "AUTO_GRID", "pooled_grid_size", "pool_features", "pairwise_affinity", "affinity_at", "joint_relations",
@@ -88,6 +89,7 @@ def _check_features(features: torch.Tensor, name: str = "features") -> None:
                          "Pass a feature map from model.forward_taps (add a batch axis with .unsqueeze(0)).")
 
 
+@reference
 def _unit_position_vectors(features: torch.Tensor, pool) -> tuple[torch.Tensor, tuple[int, int]]:
     """Pool, then L2-normalise the channel vector at every position: ``(N, P, C)`` and the grid."""
     pooled = _full(pool_features(features, pool))  # (N, C, H', W')
@@ -96,6 +98,7 @@ def _unit_position_vectors(features: torch.Tensor, pool) -> tuple[torch.Tensor, 
     return F.normalize(vectors, dim=-1, eps=EPS), grid
 
 
+@reference
 def pairwise_affinity(features: torch.Tensor, pool="auto") -> torch.Tensor:
     """``A_ij = f_i . f_j / (|f_i| |f_j|)`` between all positions: ``(N, C, H, W) -> (N, P, P)``.
 
@@ -107,6 +110,7 @@ def pairwise_affinity(features: torch.Tensor, pool="auto") -> torch.Tensor:
     return unit @ unit.transpose(1, 2)  # (N, P, P)
 
 
+@reference
 def affinity_at(features: torch.Tensor, query_yx: tuple[int, int], pool="auto") -> torch.Tensor:
     """One row of the affinity as a map: ``A_{q, (y, x)}`` for the query cell ``q``, ``(N, H', W')``.
 
@@ -123,6 +127,7 @@ def affinity_at(features: torch.Tensor, query_yx: tuple[int, int], pool="auto") 
     return (unit @ query.unsqueeze(-1)).reshape(-1, gh, gw)  # (N, H', W')
 
 
+@reference
 def joint_relations(heatmaps: torch.Tensor) -> torch.Tensor:
     """``R_kl = <H_k, H_l> / (|H_k| |H_l|)`` between flattened joint heatmaps: ``(N, K, h, w) -> (N, K, K)``."""
     if heatmaps.dim() != 4:
@@ -189,6 +194,7 @@ class StructureDistillation(nn.Module):
             r_t = joint_relations(teacher_heatmaps.detach())
         return relation_loss(joint_relations(student_heatmaps), r_t)
 
+    @reference
     def forward(self, student_features: torch.Tensor | None = None, teacher_features: torch.Tensor | None = None,
                 student_heatmaps: torch.Tensor | None = None,
                 teacher_heatmaps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
