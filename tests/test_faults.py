@@ -591,3 +591,25 @@ def test_unexpected_errors_say_internal_error(capsys, monkeypatch):
     assert main(["eval", "--ann", "a", "--results", "b"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("ikd-edu: internal error: KeyError") and "IKD_DEBUG=1" in err and "Traceback" not in err
+
+
+def test_short_keypoint_list_is_skipped_and_counted_not_broadcast(synthetic_root, tmp_path):
+    """A person with 50 keypoint numbers instead of 51: left out of training and counted, no broadcast error."""
+    import json
+    import shutil
+
+    from ikd_edu.data.coco import TopDownCocoDataset
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    ann = root / "annotations" / "person_keypoints_train.json"
+    data = json.loads(ann.read_text())
+    data["annotations"][0]["keypoints"] = data["annotations"][0]["keypoints"][:-1]
+    ann.write_text(json.dumps(data))
+    full = TopDownCocoDataset(ann_file=synthetic_root / "annotations" / "person_keypoints_train.json",
+                              image_dir=synthetic_root / "train", input_size=(128, 96), heatmap_size=(32, 24))
+    short = TopDownCocoDataset(ann_file=ann, image_dir=root / "train", input_size=(128, 96), heatmap_size=(32, 24))
+    assert len(short) == len(full) - 1
+    assert short.persons.problems["wrong keypoint count (expected 51 numbers)"] == 1
+    item = short[0]  # every remaining item is whole
+    assert item["heatmaps"].shape == (17, 32, 24) and item["target_weight"].shape == (17,)
