@@ -76,12 +76,20 @@ def test_a_changed_file_is_refused(tmp_path, monkeypatch):
 
 
 def test_not_installed_where_recipe_or_data_differ(tmp_path, val_data, capsys):
+    card = R.load_card()
     s = Q.settings()
     longer = dict(s, teacher_steps=s["teacher_steps"] + 1)
     t_cfg = Q.teacher_config(longer, tmp_path, val_data, 0, False, [])
+    assert "optim" in R.card_mismatch(card, t_cfg, None)
     assert R.install(t_cfg, val_data) is None
-    assert "its optim / " in capsys.readouterr().out
-    t_cfg = Q.teacher_config(s, tmp_path, val_data, 0, False, [])
-    assert R.install(t_cfg, val_data) is None  # 8 training images, not the card's 8,000
+    assert "not used, its optim" in capsys.readouterr().out
+    other = tmp_path / "other-data" / "annotations"  # annotations that differ from the card's by one byte
+    other.mkdir(parents=True)
+    for split in ("train", "val"):
+        text = (val_data / "annotations" / f"person_keypoints_{split}.json").read_text()
+        (other / f"person_keypoints_{split}.json").write_text(text + " ")
+    t_cfg = Q.teacher_config(s, tmp_path, other.parent, 0, False, [])
+    assert R.card_mismatch(card, t_cfg, other.parent) == ["training data (annotation sha256)"]
+    assert R.install(t_cfg, other.parent) is None
     assert "training data (annotation sha256) differ" in capsys.readouterr().out
     assert not (tmp_path / "teacher" / "best.pt").exists()
