@@ -108,6 +108,12 @@ def test_teacher_cache_equals_teacher_on_the_crops_the_student_sees(tmp_path, st
     idx = torch.arange(n)
     cache = TeacherCache.build(teacher, train_set, idx.tolist(), names, cfg, torch.device("cpu"))
     assert cache.taps["heatmaps"].shape[:2] == (2, n)
+    from ikd_edu.train.engine import CropCache
+
+    from_crops = TeacherCache.build(teacher, train_set, idx.tolist(), names, cfg, torch.device("cpu"),
+                                    crops=CropCache.build(train_set, idx.tolist(), cfg))
+    for name in names:  # the crop cache's stored crops are the very batches the teacher cache would cut
+        assert torch.equal(from_crops.taps[name], cache.taps[name]), name
     for flip in (False, True):
         crops = dataclasses.replace(train_set.augment, flip_prob=1.0 if flip else 0.0)
         fixed = __import__("copy").copy(train_set)

@@ -326,6 +326,25 @@ def _cache_rows(n: int, indices) -> torch.Tensor:
     return rows
 
 
+def _flip_fixed_batches(dataset, indices, cfg: Config):
+    """``(flipped, batch)`` over the training crops of ``indices``: all unflipped (0), then all flipped (1).
+
+    With flip-only augmentation these are the only two crops a training item can be; both
+    caches are built from them, in ``indices`` order, ``cfg.run.eval_batch_size`` at a time.
+    """
+    import copy
+    import dataclasses
+
+    for flipped, flip_prob in enumerate((0.0, 1.0)):
+        fixed = copy.copy(dataset)
+        fixed.augment = dataclasses.replace(dataset.augment, flip_prob=flip_prob)
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(fixed, [int(i) for i in indices]),
+                                             batch_size=cfg.run.eval_batch_size, shuffle=False,
+                                             num_workers=cfg.data.num_workers)
+        for batch in loader:
+            yield flipped, batch
+
+
 class TeacherCache:
     """The frozen teacher's outputs, computed once per training crop and reused (``distill.teacher_cache``).
 
@@ -352,31 +371,28 @@ class TeacherCache:
     @classmethod
     @torch.no_grad()
     def build(cls, teacher: nn.Module, dataset, indices, names: list[str], cfg: Config, device: torch.device,
-              amp_dtype: torch.dtype | None = None, channels_last: bool = False) -> "TeacherCache":
-        """Run ``teacher`` over the unflipped and flipped training crops of ``indices``; keep the taps ``names``."""
-        import copy
-        import dataclasses
+              amp_dtype: torch.dtype | None = None, channels_last: bool = False,
+              crops: "CropCache | None" = None) -> "TeacherCache":
+        """Run ``teacher`` over the unflipped and flipped training crops of ``indices``; keep the taps ``names``.
 
-        stores: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-        for flip_prob in (0.0, 1.0):  # the two crops a flip-only training item can be
-            fixed = copy.copy(dataset)
-            fixed.augment = dataclasses.replace(dataset.augment, flip_prob=flip_prob)
-            loader = torch.utils.data.DataLoader(torch.utils.data.Subset(fixed, [int(i) for i in indices]),
-                                                 batch_size=cfg.run.eval_batch_size, shuffle=False,
-                                                 num_workers=cfg.data.num_workers)
-            chunks: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-            for batch in loader:
-                images = batch["image"].to(device, non_blocking=True)  # (B, 3, H, W)
-                if channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                with autocast_context(device, amp_dtype):
-                    out = teacher.forward_taps(images, names)
-                for n in names:
-                    chunks[n].append(out[n].detach().to(torch.float16).contiguous())
+        With a :class:`CropCache` built over the same ``indices`` its stored crops are used
+        (the very same batches) instead of cutting them again.
+        """
+        if crops is not None:
+            batches = ((f, {"image": chunk}) for f in (0, 1) for chunk in crops.image[f].split(cfg.run.eval_batch_size))
+        else:
+            batches = _flip_fixed_batches(dataset, indices, cfg)
+        chunks: dict[str, list[list[torch.Tensor]]] = {n: [[], []] for n in names}
+        for flipped, batch in batches:
+            images = batch["image"].to(device, non_blocking=True)  # (B, 3, H, W)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast_context(device, amp_dtype):
+                out = teacher.forward_taps(images, names)
             for n in names:
-                stores[n].append(torch.cat(chunks[n]))
+                chunks[n][flipped].append(out[n].detach().to(torch.float16).contiguous())
         rows = _cache_rows(len(dataset), indices)
-        return cls(rows, {n: torch.stack(v) for n, v in stores.items()})
+        return cls(rows, {n: torch.stack([torch.cat(c) for c in v]) for n, v in chunks.items()})
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.taps.values())
@@ -416,24 +432,13 @@ class CropCache:
     @classmethod
     def build(cls, dataset, indices, cfg: Config) -> "CropCache":
         """Cut the crops of ``indices`` unflipped and flipped (``cfg.data.num_workers`` processes)."""
-        import copy
-        import dataclasses
-
-        stores: dict[str, list[torch.Tensor]] = {"image": [], "heatmaps": [], "target_weight": []}
-        for flip_prob in (0.0, 1.0):
-            fixed = copy.copy(dataset)
-            fixed.augment = dataclasses.replace(dataset.augment, flip_prob=flip_prob)
-            loader = torch.utils.data.DataLoader(torch.utils.data.Subset(fixed, [int(i) for i in indices]),
-                                                 batch_size=cfg.run.eval_batch_size, shuffle=False,
-                                                 num_workers=cfg.data.num_workers)
-            parts = {k: [] for k in stores}
-            for batch in loader:
-                for k in stores:
-                    parts[k].append(batch[k])
-            for k in stores:
-                stores[k].append(torch.cat(parts[k]))
+        keys = ("image", "heatmaps", "target_weight")
+        parts: dict[str, list[list[torch.Tensor]]] = {k: [[], []] for k in keys}
+        for flipped, batch in _flip_fixed_batches(dataset, indices, cfg):
+            for k in keys:
+                parts[k][flipped].append(batch[k])
         rows = _cache_rows(len(dataset), indices)
-        return cls(dataset, rows, *(torch.stack(stores[k]) for k in ("image", "heatmaps", "target_weight")))
+        return cls(dataset, rows, *(torch.stack([torch.cat(p) for p in parts[k]]) for k in keys))
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.image, self.heatmaps, self.target_weight))
@@ -924,16 +929,6 @@ def _train(cfg: Config, info: D.DistInfo, device: torch.device, t_start: float) 
     train_module = D.wrap_ddp(module, device)
     set_train_mode(train_module, cfg.model.freeze_bn)
 
-    # ---- teacher-output cache (distill.teacher_cache) ----------------------------------------
-    cache: TeacherCache | None = None
-    t_cache = time.time()
-    if teacher is not None and teacher_taps and cfg.distill.teacher_cache:
-        cache = TeacherCache.build(teacher, train_set, train_idx, teacher_taps, cfg, device, amp_dtype, channels_last)
-        log.print(f"teacher cache: {', '.join(teacher_taps)} of {len(train_idx)} training crops, unflipped and flipped, "
-                  f"{cache.nbytes() / 2**20:.1f} MiB float16, {time.time() - t_cache:.1f} s")
-    cache_s = time.time() - t_cache
-    timing["teacher_cache_s"] += cache_s
-    timing["train_s"] += cache_s
     # ---- crop cache (data.cache_crops): counted as training time, like the teacher cache ------
     crops: CropCache | None = None
     if cfg.data.cache_crops:
@@ -942,6 +937,17 @@ def _train(cfg: Config, info: D.DistInfo, device: torch.device, t_start: float) 
         log.print(f"crop cache: {len(train_idx)} training crops, unflipped and flipped, "
                   f"{crops.nbytes() / 2**20:.0f} MiB, {time.time() - t_crops:.1f} s")
         timing["train_s"] += time.time() - t_crops
+    # ---- teacher-output cache (distill.teacher_cache): from the crop cache's crops when there is one
+    cache: TeacherCache | None = None
+    t_cache = time.time()
+    if teacher is not None and teacher_taps and cfg.distill.teacher_cache:
+        cache = TeacherCache.build(teacher, train_set, train_idx, teacher_taps, cfg, device, amp_dtype, channels_last,
+                                   crops=crops)
+        log.print(f"teacher cache: {', '.join(teacher_taps)} of {len(train_idx)} training crops, unflipped and flipped, "
+                  f"{cache.nbytes() / 2**20:.1f} MiB float16, {time.time() - t_cache:.1f} s")
+    cache_s = time.time() - t_cache
+    timing["teacher_cache_s"] += cache_s
+    timing["train_s"] += cache_s
     train_s_base = timing["train_s"]
 
     n_params = sum(p.numel() for p in model.parameters())
