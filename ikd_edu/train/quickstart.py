@@ -276,22 +276,7 @@ def run_quickstart(out: str | os.PathLike, seed: int = 0, data: str | os.PathLik
     t_cfg = teacher_config(s, out, data_root, seed, fast, extra)
     _say(f"[2/4] teacher: {t_cfg.model.teacher} on all {s['images']} images, {s['teacher_steps']} steps, "
          f"AP every {t_cfg.run.eval_every} steps")
-    teacher = None
-    if _finished(t_cfg) is None and released:
-        from ikd_edu.train import released as R
-
-        _say(f"      teacher: installing the released {R.QUICK_TEACHER} (sha256 checked against its card) and "
-             f"evaluating it here, ~{_fmt_s(EXPECTED['released_teacher'])}; --train-teacher trains it instead")
-        teacher = R.install(t_cfg, data_root, say=_say)
-        if teacher is not None:
-            _say(f"      teacher: the released converged teacher ({s['teacher_steps']} steps, "
-                 f"{teacher.get('train_s', 0) / 60:.0f} min of training on 2 cores): "
-                 f"{R.compare_with_card(teacher['final']['AP'], R.load_card())} -> {t_cfg.run.out_dir}")
-            teacher["reused"] = True
-    if teacher is None:
-        teacher = _train_or_reuse(t_cfg, "teacher", EXPECTED["teacher_step"] * s["teacher_steps"])
-        if not fast and not teacher.get("released") and s["images"] == SETTINGS["images"]:
-            _compare_trained_teacher(t_cfg, data_root, teacher)
+    teacher = _released_or_trained_teacher(t_cfg, s, data_root, released, fast)
     curve = teacher_curve(Path(t_cfg.run.out_dir))
     if curve:
         _say("      teacher AP by step: " + ", ".join(f"{st}: {ap:.3f}" for st, ap in curve))
@@ -319,6 +304,67 @@ def run_quickstart(out: str | os.PathLike, seed: int = 0, data: str | os.PathLik
     # ---- 4. report ---------------------------------------------------------------------
     _say("[4/4] evaluation: COCO keypoint AP on the validation set (pycocotools), params, MACs, CPU latency")
     profiles = profile_models(out, t_cfg, fast)
+    rows = result_rows(summaries, configs, profiles, s)
+    from ikd_edu.io import write_json
+
+    write_json(out / "results.json", rows)
+    write_json(out / f"results-seed{seed}.json", rows)
+    all_seeds = collect_seeds(out)
+    summary = summarize_seeds(all_seeds)
+    write_json(out / "summary.json", {"seeds": sorted(all_seeds), "rows": summary, "teacher_curve": curve,
+                                      "equal_time": eq_info, "settings": s})
+    figures = make_figures(out, summary, Path(t_cfg.run.out_dir))
+    _say("")
+    _say(format_table(rows, seed))
+    if len(all_seeds) > 1:
+        _say("")
+        _say(format_seed_table(all_seeds, summary))
+    _say("")
+    _say(verdict_lines(rows, summary, len(all_seeds)))
+    _say(f"wrote {out / 'results.json'}, {out / 'summary.json'}" + "".join(f", {f}" for f in figures)
+         + f"; this invocation took {_fmt_s(time.time() - t0)}")
+    return rows
+
+
+def _released_or_trained_teacher(t_cfg, s: dict, data_root: Path, released: bool, fast: bool) -> dict:
+    """The teacher's run summary: the released teacher installed (where ``released`` and it fits), else trained."""
+    teacher = None
+    if _finished(t_cfg) is None and released:
+        from ikd_edu.train import released as R
+
+        _say(f"      teacher: installing the released {R.QUICK_TEACHER} (sha256 checked against its card) and "
+             f"evaluating it here, ~{_fmt_s(EXPECTED['released_teacher'])}; --train-teacher trains it instead")
+        teacher = R.install(t_cfg, data_root, say=_say)
+        if teacher is not None:
+            _say(f"      teacher: the released converged teacher ({s['teacher_steps']} steps, "
+                 f"{teacher.get('train_s', 0) / 60:.0f} min of training on 2 cores): "
+                 f"{R.compare_with_card(teacher['final']['AP'], R.load_card())} -> {t_cfg.run.out_dir}")
+            teacher["reused"] = True
+    if teacher is None:
+        teacher = _train_or_reuse(t_cfg, "teacher", EXPECTED["teacher_step"] * s["teacher_steps"])
+        if not fast and not teacher.get("released") and s["images"] == SETTINGS["images"]:
+            _compare_trained_teacher(t_cfg, data_root, teacher)
+    return teacher
+
+
+def _compare_trained_teacher(t_cfg, data_root: Path, teacher: dict) -> None:
+    """After training the teacher here: its AP next to the released teacher's card (when the recipes match)."""
+    from ikd_edu.train import released as R
+
+    try:
+        card = R.load_card()
+    except UserError as exc:
+        _say(f"      (no comparison with the released teacher: {exc})")
+        return
+    differ = R.card_mismatch(card, t_cfg, data_root)
+    if differ:
+        _say(f"      (the released teacher's card has another {' / '.join(differ)}: no comparison)")
+        return
+    _say(f"      trained here from the recipe: {R.compare_with_card(float(teacher['final']['AP']), card)}")
+
+
+def result_rows(summaries: dict[str, dict], configs: dict, profiles: dict[str, dict], s: dict) -> list[dict]:
+    """One result row per variant of :data:`ROW_ORDER`: metrics, cost, training time, labels, terms, seed."""
     rows = []
     for name in ROW_ORDER:
         sm, cfg = summaries[name], configs[name]
@@ -342,41 +388,7 @@ def run_quickstart(out: str | os.PathLike, seed: int = 0, data: str | os.PathLik
             "model": model,
             "out_dir": cfg.run.out_dir,
         })
-    from ikd_edu.io import write_json
-
-    write_json(out / "results.json", rows)
-    write_json(out / f"results-seed{seed}.json", rows)
-    all_seeds = collect_seeds(out)
-    summary = summarize_seeds(all_seeds)
-    write_json(out / "summary.json", {"seeds": sorted(all_seeds), "rows": summary, "teacher_curve": curve,
-                                      "equal_time": eq_info, "settings": s})
-    figures = make_figures(out, summary, Path(t_cfg.run.out_dir))
-    _say("")
-    _say(format_table(rows, seed))
-    if len(all_seeds) > 1:
-        _say("")
-        _say(format_seed_table(all_seeds, summary))
-    _say("")
-    _say(verdict_lines(rows, summary, len(all_seeds)))
-    _say(f"wrote {out / 'results.json'}, {out / 'summary.json'}" + "".join(f", {f}" for f in figures)
-         + f"; this invocation took {_fmt_s(time.time() - t0)}")
     return rows
-
-
-def _compare_trained_teacher(t_cfg, data_root: Path, teacher: dict) -> None:
-    """After training the teacher here: its AP next to the released teacher's card (when the recipes match)."""
-    from ikd_edu.train import released as R
-
-    try:
-        card = R.load_card()
-    except UserError as exc:
-        _say(f"      (no comparison with the released teacher: {exc})")
-        return
-    differ = R.card_mismatch(card, t_cfg, data_root)
-    if differ:
-        _say(f"      (the released teacher's card has another {' / '.join(differ)}: no comparison)")
-        return
-    _say(f"      trained here from the recipe: {R.compare_with_card(float(teacher['final']['AP']), card)}")
 
 
 def run_seed(cfg) -> int:
