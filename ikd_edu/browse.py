@@ -283,8 +283,10 @@ def predict(data: BrowseData, model: torch.nn.Module, name: str, input_size=(128
     from ikd_edu.data.coco import TopDownCocoDataset
 
     heatmap_size = (input_size[0] // 4, input_size[1] // 4)
+    # feed the channel order the weights expect (official SimpleBaseline checkpoints: BGR)
     crops = TopDownCocoDataset(data.ann_file, data.image_dir, input_size=input_size, heatmap_size=heatmap_size,
-                               skeleton=data.skeleton, image_ids=data.image_ids.tolist())
+                               skeleton=data.skeleton, image_ids=data.image_ids.tolist(),
+                               channel_order=getattr(model, "input_channels", "rgb"))
     # TopDownCocoDataset keeps persons in file order; ours are grouped by image: match by annotation
     if len(crops) != data.num_persons:
         raise UserError(f"{data.ann_file}: the crop dataset has {len(crops)} persons, the browse data "

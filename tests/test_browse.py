@@ -212,6 +212,34 @@ def test_predict_with_quick_models_is_plumbing_only(synthetic_root):
     assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_predict_feeds_the_channel_order_the_model_expects(synthetic_root):
+    """A BGR checkpoint (official SimpleBaseline weights) sees BGR crops in the App, as in evaluation."""
+    from ikd_edu.models import build_model
+
+    class Recorder(torch.nn.Module):
+        def __init__(self, order):
+            super().__init__()
+            self.net, self.seen = build_model("quick-student"), []
+            if order is not None:
+                self.input_channels = order
+
+        def forward(self, x):
+            self.seen.append(x.clone())
+            return self.net(x)
+
+    data = browse.load_split(synthetic_root, "val", max_images=2)
+    seen = {}
+    for order in (None, "rgb", "bgr"):
+        model = Recorder(order)
+        browse.predict(data, model, f"m-{order}", input_size=(128, 96))
+        seen[order] = torch.cat(model.seen)
+    assert torch.equal(seen[None], seen["rgb"])  # no recorded order: RGB, as trained here
+    from ikd_edu.data.transforms import denormalize, to_network_input
+
+    expected = to_network_input(denormalize(seen["rgb"]), "bgr")  # the same crops, channels reversed
+    assert torch.allclose(seen["bgr"], expected, atol=1e-5) and not torch.allclose(seen["bgr"], seen["rgb"])
+
+
 # --------------------------------------------------------------------------- FiftyOne
 def test_fiftyone_dataset_labels_skeleton_oks_views_and_evaluation(fo_db, browse_data):
     fo = fo_db
