@@ -185,7 +185,9 @@ def test_crop_cache_batches_are_the_loaders_batches(synthetic_root):
                       role="teacher", check_files=False)
     train_set = engine.build_dataset(cfg, "train")
     indices = engine.train_indices(cfg, train_set)[::2]  # a subset: other records are not cached
-    cache = engine.CropCache.build(train_set, indices, cfg)
+    from ikd_edu.train.caches import CropCache
+
+    cache = CropCache.build(train_set, indices, cfg)
     sampler = D.ResumableBatchSampler(indices, 8, seed=5, epoch=1, rank=0, world_size=1)
     loader = engine.make_loader(train_set, sampler, cfg, torch.device("cpu"), seed=0)
     flips = []

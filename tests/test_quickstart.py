@@ -88,7 +88,8 @@ def test_teacher_cache_equals_teacher_on_the_crops_the_student_sees(tmp_path, st
     from ikd_edu.data.synthetic import ensure_synthetic
     from ikd_edu.models import build_model
     from ikd_edu.train.config import load_config
-    from ikd_edu.train.engine import TeacherCache, build_dataset
+    from ikd_edu.train.caches import CropCache, TeacherCache
+    from ikd_edu.train.engine import build_dataset
 
     root = ensure_synthetic(tmp_path / "d", 6, seed=3, val_images=1, progress=False)
     cfg = load_config("quick", [f"data.root={root}", "data.synthetic_images=6", "data.synthetic_val_images=1",
@@ -108,8 +109,6 @@ def test_teacher_cache_equals_teacher_on_the_crops_the_student_sees(tmp_path, st
     idx = torch.arange(n)
     cache = TeacherCache.build(teacher, train_set, idx.tolist(), names, cfg, torch.device("cpu"))
     assert cache.taps["heatmaps"].shape[:2] == (2, n)
-    from ikd_edu.train.engine import CropCache
-
     from_crops = TeacherCache.build(teacher, train_set, idx.tolist(), names, cfg, torch.device("cpu"),
                                     crops=CropCache.build(train_set, idx.tolist(), cfg))
     for name in names:  # the crop cache's stored crops are the very batches the teacher cache would cut

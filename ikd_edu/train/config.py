@@ -104,7 +104,7 @@ class DistillConfig:
     with only the enabled terms present (no logit term: the first part is just ``L_gt``).
 
     ``teacher_cache``: the frozen teacher's outputs are computed once for each training crop
-    and for its mirror image, both exactly (:class:`ikd_edu.train.engine.TeacherCache`),
+    and for its mirror image, both exactly (:class:`ikd_edu.train.caches.TeacherCache`),
     instead of a teacher forward pass on every batch; needs flip-only augmentation. Off by
     default; ``ikd-edu quickstart`` turns it on for its label-limited students.
     """

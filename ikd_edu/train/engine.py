@@ -2,15 +2,27 @@
 
 Read it top to bottom; the sections follow the life of a run:
 
-1. **setup** - device, process group (:mod:`ikd_edu.train.distributed`), seeds,
-   deterministic mode, the datasets and the sample order;
+1. **data** - the datasets and the sample order (device, precision and seeds:
+   :mod:`ikd_edu.train.runtime`; process groups: :mod:`ikd_edu.train.distributed`);
 2. **models and loss** - the trained model (teacher or student), the frozen teacher (for
    distillation), and the loss: the ground-truth heatmap loss, or
-   :class:`ikd_edu.distill.integral.IntegralKD` for a student;
+   :class:`ikd_edu.distill.integral.IntegralKD` for a student (flip-only caches of crops
+   and teacher outputs: :mod:`ikd_edu.train.caches`);
 3. **optimizer and schedule** - Adam & co., per-step learning rate schedules;
 4. **checkpoints** - ``last.pt`` (everything needed to continue) and ``best.pt``;
 5. **evaluation** - flip test -> decode -> image coordinates -> COCO AP;
-6. **the loop** - :func:`train`.
+6. **logging** - CSV files, TensorBoard, console lines, loss-magnitude warnings;
+7. **the loop** - :func:`train` and ``_train``, which reads like this::
+
+       run = setup_run(...)            # Run: config, device, log, datasets, plan (fixed)
+       state = build_state(run)        # TrainState: model, loss, optimizer, position (changing)
+       resume(run, state)              # from last.pt, exactly where it stopped
+       build_caches(run, state)
+       for batch in epoch_batches(run, state):
+           losses = train_step(run, state, batch)
+           record_step(run, state, losses, ...)        # on the device: no sync
+           flush_losses / save_last / evaluate_and_save  on their schedule
+       write_summary(run, state)
 
 One training step, in symbols (``x`` a batch of crops, ``G`` target heatmaps, ``w`` target
 weights, ``p`` training progress in [0, 1])::
@@ -28,10 +40,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import math
 import os
-import random
 import signal
 import sys
 import time
@@ -46,7 +58,10 @@ from torch import nn
 from ikd_edu.errors import UserError
 from ikd_edu.io import check_output_dir, load_torch, lock_output_dir, save_torch, write_json
 from ikd_edu.train import distributed as D
+from ikd_edu.train.caches import CropCache, TeacherCache
 from ikd_edu.train.config import Config, config_from_dict, config_to_dict, save_config
+from ikd_edu.train.runtime import (amp_settings, autocast_context, rng_state, seed_everything, seed_worker,
+                                   select_device, set_rng_state)
 
 CHECKPOINT_FORMAT = 1
 #: config key to lower when a term blows up
@@ -67,108 +82,7 @@ class NonFiniteLossError(UserError):
 
 
 # ======================================================================================
-# 1. Setup: device, precision, seeds
-# ======================================================================================
-def select_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` if available, else ``mps``, else ``cpu``."""
-    spec = (spec or "auto").lower()
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise UserError(f"run.device: {spec!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError("run.device: cuda requested but no CUDA GPU is visible; use run.device=auto or cpu")
-        if device.index is None:
-            device = torch.device("cuda", local_rank % torch.cuda.device_count())
-    return device
-
-
-def amp_settings(spec: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """``(autocast dtype or None, use GradScaler)``.
-
-    ``auto``: on CUDA bf16 when supported (no scaler needed), else fp16 with a GradScaler;
-    on CPU/MPS full precision.
-    """
-    if spec == "off" or (spec == "auto" and device.type != "cuda"):
-        return None, False
-    if spec == "auto":
-        return (torch.bfloat16, False) if torch.cuda.is_bf16_supported() else (torch.float16, True)
-    if spec == "bf16":
-        return torch.bfloat16, False
-    return torch.float16, device.type == "cuda"
-
-
-def autocast_context(device: torch.device, dtype: torch.dtype | None):
-    """``torch.autocast`` for ``dtype``, or a no-op context when AMP is off."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed python, numpy and torch; with ``deterministic`` also pick reproducible kernels.
-
-    Deterministic mode: ``torch.use_deterministic_algorithms(True, warn_only=True)`` (an op
-    without a deterministic version warns instead of failing), cuDNN deterministic and not
-    benchmarking, and ``CUBLAS_WORKSPACE_CONFIG`` for reproducible cuBLAS. Otherwise cuDNN
-    benchmarks its algorithms (fastest, not bit-reproducible).
-    """
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-    else:
-        torch.use_deterministic_algorithms(False)
-        torch.backends.cudnn.deterministic = False
-        torch.backends.cudnn.benchmark = True
-
-
-def rng_state() -> dict[str, Any]:
-    """The python, numpy, torch (and CUDA) generator states, in checkpoint-safe types."""
-    version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "python": [version, list(internal), gauss],
-        "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(cached)],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`rng_state`."""
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        with contextlib.suppress(Exception):  # a different GPU count: keep the fresh state
-            torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: derive numpy / python seeds from torch's worker seed."""
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-# ======================================================================================
-# 1b. Data
+# 1. Data
 # ======================================================================================
 def build_dataset(cfg: Config, split: str, progress: bool = False):
     """The train (augmented) or val dataset of ``cfg.data``; generates the synthetic set if needed."""
@@ -318,150 +232,6 @@ def set_train_mode(module: nn.Module, freeze_bn: bool) -> None:
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
 
-
-def _cache_rows(n: int, indices) -> torch.Tensor:
-    """``(n,)`` row of each dataset record in a cache built over ``indices`` (-1: not cached)."""
-    rows = torch.full((n,), -1, dtype=torch.long)
-    rows[torch.as_tensor(np.asarray(indices, dtype=np.int64))] = torch.arange(len(indices))
-    return rows
-
-
-def _flip_fixed_batches(dataset, indices, cfg: Config):
-    """``(flipped, batch)`` over the training crops of ``indices``: all unflipped (0), then all flipped (1).
-
-    With flip-only augmentation these are the only two crops a training item can be; both
-    caches are built from them, in ``indices`` order, ``cfg.run.eval_batch_size`` at a time.
-    """
-    import copy
-    import dataclasses
-
-    for flipped, flip_prob in enumerate((0.0, 1.0)):
-        fixed = copy.copy(dataset)
-        fixed.augment = dataclasses.replace(dataset.augment, flip_prob=flip_prob)
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(fixed, [int(i) for i in indices]),
-                                             batch_size=cfg.run.eval_batch_size, shuffle=False,
-                                             num_workers=cfg.data.num_workers)
-        for batch in loader:
-            yield flipped, batch
-
-
-class TeacherCache:
-    """The frozen teacher's outputs, computed once per training crop and reused (``distill.teacher_cache``).
-
-    On a CPU the teacher's forward pass is most of a distillation step (quick preset: a
-    student step with the teacher on the fly costs ~3x a plain one). The teacher is frozen,
-    so its output for a crop never changes. With flip-only augmentation a training crop is
-    a function of ``(record, flipped)`` alone, so the teacher is run once on **both**
-    versions of every training crop - unflipped and flipped, cut exactly as the training
-    dataset cuts them - and its taps are stored at float16: ``taps[name]`` is
-    ``(2, R, ...)``, index 0 unflipped, 1 flipped. A lookup is then a gather, and every
-    heatmap, feature and affinity target equals the teacher's forward pass on the very crop
-    the student sees (to float16 rounding; tested against on-the-fly outputs).
-
-    Mirroring the unflipped output instead would need a mirror-symmetric network, which a
-    trained teacher is not. The config rejects scale / rotation / half-body augmentation
-    with the cache (those crops are drawn afresh every step: run the teacher on the fly).
-    Off by default (``teacher_cache=false`` runs the teacher on every augmented batch).
-    """
-
-    def __init__(self, rows: torch.Tensor, taps: dict[str, torch.Tensor]) -> None:
-        self.rows = rows  # (len(dataset),) cache row of each record, -1 = not cached; kept on the CPU
-        self.taps = taps  # name -> (2, R, ...) float16, index 0 unflipped, 1 flipped
-
-    @classmethod
-    @torch.no_grad()
-    def build(cls, teacher: nn.Module, dataset, indices, names: list[str], cfg: Config, device: torch.device,
-              amp_dtype: torch.dtype | None = None, channels_last: bool = False,
-              crops: "CropCache | None" = None) -> "TeacherCache":
-        """Run ``teacher`` over the unflipped and flipped training crops of ``indices``; keep the taps ``names``.
-
-        With a :class:`CropCache` built over the same ``indices`` its stored crops are used
-        (the very same batches) instead of cutting them again.
-        """
-        if crops is not None:
-            batches = ((f, {"image": chunk}) for f in (0, 1) for chunk in crops.image[f].split(cfg.run.eval_batch_size))
-        else:
-            batches = _flip_fixed_batches(dataset, indices, cfg)
-        chunks: dict[str, list[list[torch.Tensor]]] = {n: [[], []] for n in names}
-        for flipped, batch in batches:
-            images = batch["image"].to(device, non_blocking=True)  # (B, 3, H, W)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with autocast_context(device, amp_dtype):
-                out = teacher.forward_taps(images, names)
-            for n in names:
-                chunks[n][flipped].append(out[n].detach().to(torch.float16).contiguous())
-        rows = _cache_rows(len(dataset), indices)
-        return cls(rows, {n: torch.stack([torch.cat(c) for c in v]) for n, v in chunks.items()})
-
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.taps.values())
-
-    def lookup(self, index: torch.Tensor, flipped: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Teacher taps (float32) of the training crops of records ``index (B,)``, flipped where ``flipped (B,)``."""
-        rows = self.rows[index.cpu()]  # checked on the host: no device sync inside a step
-        if bool((rows < 0).any()):
-            raise RuntimeError("TeacherCache: a batch holds a record that was not cached")
-        flip = flipped.cpu().long()
-        out = {}
-        for name, store in self.taps.items():
-            out[name] = store[flip.to(store.device), rows.to(store.device)].float()  # (B, ...)
-        return out
-
-
-class CropCache:
-    """Training crops cut and encoded once, then gathered from memory (``data.cache_crops``).
-
-    With flip-only augmentation a training item is a function of ``(record, flipped)`` alone,
-    so both versions of every training record are made once: ``image (2, R, 3, H, W)``,
-    ``heatmaps (2, R, K, h, w)``, ``target_weight (2, R, K)`` (index 0 unflipped, 1 flipped),
-    in the dataset's own dtypes. A batch of keys ``(index, seed)`` from the batch sampler is
-    then a gather instead of R crops cut, warped and encoded by DataLoader workers on every
-    step; on 2 CPU cores that was half of a quickstart student step. Each key's flip is drawn
-    exactly as the dataset draws it (:meth:`flipped`), so a run with the cache sees the very
-    same batches as one without (tested). Memory: ``2 R (3HW + Khw + K)`` floats (the
-    quickstart's students: R = 1,149 crops of 128x96, 458 MiB).
-    """
-
-    def __init__(self, dataset, rows: torch.Tensor, image: torch.Tensor, heatmaps: torch.Tensor,
-                 target_weight: torch.Tensor) -> None:
-        self.dataset = dataset
-        self.rows = rows  # (len(dataset),) row of each record, -1 = not cached
-        self.image, self.heatmaps, self.target_weight = image, heatmaps, target_weight
-
-    @classmethod
-    def build(cls, dataset, indices, cfg: Config) -> "CropCache":
-        """Cut the crops of ``indices`` unflipped and flipped (``cfg.data.num_workers`` processes)."""
-        keys = ("image", "heatmaps", "target_weight")
-        parts: dict[str, list[list[torch.Tensor]]] = {k: [[], []] for k in keys}
-        for flipped, batch in _flip_fixed_batches(dataset, indices, cfg):
-            for k in keys:
-                parts[k][flipped].append(batch[k])
-        rows = _cache_rows(len(dataset), indices)
-        return cls(dataset, rows, *(torch.stack([torch.cat(p) for p in parts[k]]) for k in keys))
-
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.image, self.heatmaps, self.target_weight))
-
-    def flipped(self, seed: int) -> bool:
-        """The flip the dataset draws for an item seeded with ``seed`` (see ``SeededSamples``)."""
-        from ikd_edu.data.transforms import sample_augmentation
-
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(int(seed))  # as SeededSamples does
-            rng = self.dataset._rng()  # the dataset's first draw; half-body (off here) would draw before the flip
-        return sample_augmentation(rng, self.dataset.augment)[2]
-
-    def batch(self, keys: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
-        """The training batch of ``keys`` (what the DataLoader would collate): image, heatmaps, weights, index, flipped."""
-        index = torch.tensor([int(i) for i, _ in keys], dtype=torch.long)
-        flipped = torch.tensor([self.flipped(seed) for _, seed in keys])
-        rows = self.rows[index]
-        if bool((rows < 0).any()):
-            raise RuntimeError("CropCache: a batch holds a record that was not cached")
-        f = flipped.long()
-        return {"image": self.image[f, rows], "heatmaps": self.heatmaps[f, rows],
-                "target_weight": self.target_weight[f, rows], "index": index, "flipped": flipped}
 
 
 # ======================================================================================
@@ -856,6 +626,150 @@ def train(cfg: Config) -> dict:
 
 
 def _train(cfg: Config, info: D.DistInfo, device: torch.device, t_start: float) -> dict:
+    """The loop, top to bottom: setup, resume, caches, then steps with logging, checkpoints and evaluation."""
+    run = setup_run(cfg, info, device, t_start)
+    state = build_state(run)
+    resume(run, state)
+    if info.is_main:
+        save_config(cfg, run.out_dir / "config.yaml")
+    if cfg.run.compile:
+        state.module = torch.compile(state.module)
+    state.module = D.wrap_ddp(state.module, device)
+    set_train_mode(state.module, cfg.model.freeze_bn)
+    build_caches(run, state)
+    start_loop(run, state)
+    pos, total = state.pos, run.plan.total_steps
+    try:
+        while pos.step < total:
+            for batch in epoch_batches(run, state):
+                losses = train_step(run, state, batch)
+                record_step(run, state, losses, batch["image"].shape[0])
+                if pos.step % cfg.run.log_every == 0:
+                    flush_losses(run, state, pos.step, pos.epoch if pos.batch else pos.epoch - 1)  # the step's epoch
+                epoch_end = pos.batch == 0
+                if _due(cfg.run.ckpt_every, pos.step, epoch_end) or pos.step == total:
+                    save_last(run, state)
+                if _due(cfg.run.eval_every, pos.step, epoch_end) or pos.step == total:
+                    check_finite(run, state)
+                    evaluate_and_save(run, state)
+                if run.kill_after and pos.step == run.kill_after:
+                    os.kill(os.getpid(), signal.SIGKILL)  # test hook: die like a pre-empted job
+                if pos.step >= total:
+                    break
+        if state.meter.count:
+            flush_losses(run, state, pos.step, pos.epoch)
+        if state.last_eval_step != pos.step:
+            evaluate_and_save(run, state)
+    finally:
+        if state.bar is not None:
+            state.bar.close()
+        run.log.close()
+    return write_summary(run, state)
+
+
+def _due(every: int, step: int, epoch_end: bool) -> bool:
+    """Every ``every`` steps, or at the end of every epoch when ``every`` is 0."""
+    return (every and step % every == 0) or (epoch_end and not every)
+
+
+# ---- the run and its state ------------------------------------------------------------
+@dataclass
+class Run:
+    """What does not change while training: config, processes, device, precision, data, plan, log."""
+
+    cfg: Config
+    info: D.DistInfo
+    device: torch.device
+    out_dir: Path
+    log: RunLog
+    amp_dtype: torch.dtype | None
+    use_scaler: bool
+    channels_last: bool
+    show_progress: bool
+    t_start: float
+    train_set: Any = None
+    val_set: Any = None
+    train_idx: np.ndarray | None = None
+    val_idx: np.ndarray | None = None
+    plan: Plan | None = None
+    kill_after: int = 0  # KILL_AFTER_STEP_ENV
+
+    @property
+    def last_path(self) -> Path:
+        return self.out_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.out_dir / "best.pt"
+
+
+class LossMeter:
+    """Each loss term summed on the device since the last log, and the first non-finite step.
+
+    Nothing here waits for the device: the host reads the sums (and the first bad step with
+    its term values) only in :func:`flush_losses` / :func:`check_finite`.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.names: list[str] = []  # term names, in the criterion's order ("gt", ..., "total")
+        self.sums: torch.Tensor | None = None  # (T,) sum of each term since the last log
+        self.bad_step = torch.full((), -1, dtype=torch.int64, device=device)  # first step with a non-finite loss
+        self.bad_values: torch.Tensor | None = None  # (T,) term values at that step
+        self.count = 0  # steps since the last log
+        self.magnitudes: list[torch.Tensor] = []  # (T,) term values of the first batches
+
+    def add(self, losses: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        """Add one step's terms; remember ``step`` if it is the first non-finite one. Returns the (T,) values."""
+        if not self.names:
+            self.names = list(losses)
+            self.sums = torch.zeros(len(self.names), device=self.device)
+            self.bad_values = torch.zeros(len(self.names), device=self.device)
+        values = torch.stack([losses[k].detach().float() for k in self.names])  # (T,)
+        finite = torch.isfinite(values).all()
+        first_bad = (~finite) & (self.bad_step < 0)
+        self.bad_values.copy_(torch.where(first_bad, values, self.bad_values))
+        self.bad_step.copy_(torch.where(first_bad, torch.full_like(self.bad_step, step), self.bad_step))
+        self.sums += values
+        self.count += 1
+        return values
+
+
+@dataclass
+class TrainState:
+    """Everything that changes while training (and what ``last.pt`` keeps of it)."""
+
+    model: nn.Module  # the trained model (unwrapped)
+    teacher: nn.Module | None  # frozen teacher (distillation), else None
+    criterion: nn.Module  # IntegralKD (holds the feature adapters)
+    module: nn.Module  # TrainModule(model, criterion), compiled / DDP-wrapped: what a step calls
+    teacher_taps: list[str]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any
+    meter: LossMeter
+    pos: Position = field(default_factory=Position)
+    best: dict = field(default_factory=dict)  # {"metric", "value", "step"} of best.pt
+    timing: dict = field(default_factory=lambda: {"train_s": 0.0, "eval_s": 0.0, "teacher_cache_s": 0.0})
+    crops: CropCache | None = None
+    cache: TeacherCache | None = None
+    last_eval: dict = field(default_factory=dict)
+    last_eval_step: int = -1
+    images_seen: int = 0
+    check_magnitudes: bool = False
+    t_loop: float = 0.0
+    train_s_base: float = 0.0  # training seconds before this session's loop (earlier sessions, caches)
+    session_eval_s: float = 0.0
+    bar: Any = None
+
+    def timing_now(self) -> dict:
+        """Cumulative seconds: training (loop minus evaluation, plus the teacher cache), evaluation."""
+        return {**self.timing, "train_s": self.train_s_base + (time.time() - self.t_loop) - self.session_eval_s}
+
+
+# ---- setup ------------------------------------------------------------------------------
+def setup_run(cfg: Config, info: D.DistInfo, device: torch.device, t_start: float) -> Run:
+    """Output folder, log, seeds, precision, the datasets and the plan."""
     out_dir = Path(cfg.run.out_dir)
     log = RunLog(out_dir, info.is_main, cfg.run.tensorboard)
     if info.is_main:
@@ -863,322 +777,297 @@ def _train(cfg: Config, info: D.DistInfo, device: torch.device, t_start: float) 
     seed_everything(cfg.run.seed, cfg.run.deterministic)
     amp_dtype, use_scaler = amp_settings(cfg.run.amp, device)
     channels_last = cfg.run.channels_last == "on" or (cfg.run.channels_last == "auto" and device.type in ("cuda", "cpu"))
-    show_progress = _progress_enabled(cfg, info.is_main)
+    run = Run(cfg, info, device, out_dir, log, amp_dtype, use_scaler, channels_last,
+              _progress_enabled(cfg, info.is_main), t_start,
+              kill_after=int(os.environ.get(KILL_AFTER_STEP_ENV, "0") or 0))
+    run.train_set = build_dataset(cfg, "train", progress=run.show_progress)
+    run.val_set = build_dataset(cfg, "val")
+    run.train_idx, run.val_idx = train_indices(cfg, run.train_set), val_indices(cfg, run.val_set)
+    run.plan = make_plan(cfg, len(run.train_idx), info.world_size)
+    return run
 
-    # ---- data ------------------------------------------------------------------------
-    train_set = build_dataset(cfg, "train", progress=show_progress)
-    val_set = build_dataset(cfg, "val")
-    train_idx, val_idx = train_indices(cfg, train_set), val_indices(cfg, val_set)
-    plan = make_plan(cfg, len(train_idx), info.world_size)
 
-    # ---- models and loss ---------------------------------------------------------------
+def build_state(run: Run) -> TrainState:
+    """The trained model, the frozen teacher, the loss, the optimizer and the schedule (fresh)."""
+    cfg, device = run.cfg, run.device
     model = build_trained_model(cfg).to(device)
     teacher = load_teacher(cfg, device) if cfg.is_distillation else None
     criterion = build_criterion(cfg, model, teacher).to(device)
     student_taps, teacher_taps = required_taps(criterion)
-    if channels_last:
+    if run.channels_last:
         model = model.to(memory_format=torch.channels_last)
         if teacher is not None:
             teacher = teacher.to(memory_format=torch.channels_last)
     module = TrainModule(model, criterion, student_taps)
-    if info.is_main:  # room for last.pt (weights + two Adam moments) and best.pt, before any work
-        check_output_dir(out_dir, need_bytes=16 * sum(p.numel() for p in module.parameters()) + 2**20, what="run folder")
+    if run.info.is_main:  # room for last.pt (weights + two Adam moments) and best.pt, before any work
+        check_output_dir(run.out_dir, need_bytes=16 * sum(p.numel() for p in module.parameters()) + 2**20,
+                         what="run folder")
     optimizer = build_optimizer(cfg, module.parameters())
-    scheduler = build_scheduler(cfg, optimizer, plan.total_steps, plan.steps_per_epoch)
-    scaler = torch.amp.GradScaler(device.type) if use_scaler else None
-    best = {"metric": primary_metric(cfg), "value": float("-inf"), "step": -1}
-    pos = Position()
-    timing = {"train_s": 0.0, "eval_s": 0.0, "teacher_cache_s": 0.0}  # cumulative over resumes
+    scheduler = build_scheduler(cfg, optimizer, run.plan.total_steps, run.plan.steps_per_epoch)
+    scaler = torch.amp.GradScaler(device.type) if run.use_scaler else None
+    return TrainState(model=model, teacher=teacher, criterion=criterion, module=module, teacher_taps=teacher_taps,
+                      optimizer=optimizer, scheduler=scheduler, scaler=scaler, meter=LossMeter(device),
+                      best={"metric": primary_metric(cfg), "value": float("-inf"), "step": -1})
 
-    # ---- resume ------------------------------------------------------------------------
+
+def resume(run: Run, state: TrainState) -> None:
+    """Continue from ``last.pt`` (``run.resume``): weights, optimizer, schedule, RNG, position, best, timing."""
+    cfg, log, plan = run.cfg, run.log, run.plan
     resume_from = find_resume_checkpoint(cfg)
-    if resume_from is not None:
-        ckpt = load_torch(resume_from, map_location="cpu")
-        check_resume_checkpoint(ckpt, resume_from, cfg, model, criterion)
-        model.load_state_dict(ckpt["model"])
-        criterion.load_state_dict(ckpt["distill"])
-        try:
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
-            raise UserError(f"run.resume: the optimizer state in {resume_from} does not fit this run "
-                            f"({type(exc).__name__}); start afresh with run.resume=off or another --out") from None
-        if getattr(scheduler, "total_steps", plan.total_steps) != plan.total_steps:
-            raise UserError(f"optim.steps: the one-cycle schedule of {resume_from} was planned for "
-                            f"{scheduler.total_steps} steps, not {plan.total_steps}; keep the length or start "
-                            "a new run (run.resume=off or another run.out_dir)")
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
-        pos = Position(**ckpt["position"])
-        best = dict(ckpt.get("best", best))
-        timing.update({k: float(v) for k, v in ckpt.get("timing", {}).items() if k in timing})
-        changed = config_differences(ckpt.get("config", {}), config_to_dict(cfg))
-        log.print(f"resuming from {resume_from} at step {pos.step} (epoch {pos.epoch}, batch {pos.batch})")
-        if changed:
-            log.print("note: the config differs from the checkpoint's: " + "; ".join(changed))
-        log.truncate_csv("metrics.csv", pos.step)
-        # the final evaluation is redone below when the run stopped after it: keep one row for it
-        log.truncate_csv("eval.csv", pos.step - 1 if pos.step >= plan.total_steps else pos.step)
-        del ckpt
-    if info.is_main:
-        save_config(cfg, out_dir / "config.yaml")
+    if resume_from is None:
+        return
+    ckpt = load_torch(resume_from, map_location="cpu")
+    check_resume_checkpoint(ckpt, resume_from, cfg, state.model, state.criterion)
+    state.model.load_state_dict(ckpt["model"])
+    state.criterion.load_state_dict(ckpt["distill"])
+    try:
+        state.optimizer.load_state_dict(ckpt["optimizer"])
+        state.scheduler.load_state_dict(ckpt["scheduler"])
+    except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+        raise UserError(f"run.resume: the optimizer state in {resume_from} does not fit this run "
+                        f"({type(exc).__name__}); start afresh with run.resume=off or another --out") from None
+    if getattr(state.scheduler, "total_steps", plan.total_steps) != plan.total_steps:
+        raise UserError(f"optim.steps: the one-cycle schedule of {resume_from} was planned for "
+                        f"{state.scheduler.total_steps} steps, not {plan.total_steps}; keep the length or start "
+                        "a new run (run.resume=off or another run.out_dir)")
+    if state.scaler is not None and ckpt.get("scaler"):
+        state.scaler.load_state_dict(ckpt["scaler"])
+    set_rng_state(ckpt["rng"])
+    state.pos = Position(**ckpt["position"])
+    state.best = dict(ckpt.get("best", state.best))
+    state.timing.update({k: float(v) for k, v in ckpt.get("timing", {}).items() if k in state.timing})
+    changed = config_differences(ckpt.get("config", {}), config_to_dict(cfg))
+    pos = state.pos
+    log.print(f"resuming from {resume_from} at step {pos.step} (epoch {pos.epoch}, batch {pos.batch})")
+    if changed:
+        log.print("note: the config differs from the checkpoint's: " + "; ".join(changed))
+    log.truncate_csv("metrics.csv", pos.step)
+    # the final evaluation is redone below when the run stopped after it: keep one row for it
+    log.truncate_csv("eval.csv", pos.step - 1 if pos.step >= plan.total_steps else pos.step)
 
-    if cfg.run.compile:
-        module = torch.compile(module)
-    train_module = D.wrap_ddp(module, device)
-    set_train_mode(train_module, cfg.model.freeze_bn)
 
-    # ---- crop cache (data.cache_crops): counted as training time, like the teacher cache ------
-    crops: CropCache | None = None
+def build_caches(run: Run, state: TrainState) -> None:
+    """The crop cache (``data.cache_crops``), then the teacher cache (``distill.teacher_cache``) from its crops.
+
+    Both count as training time; the teacher cache also as ``teacher_cache_s``.
+    """
+    cfg, log, timing = run.cfg, run.log, state.timing
     if cfg.data.cache_crops:
         t_crops = time.time()
-        crops = CropCache.build(train_set, train_idx, cfg)
-        log.print(f"crop cache: {len(train_idx)} training crops, unflipped and flipped, "
-                  f"{crops.nbytes() / 2**20:.0f} MiB, {time.time() - t_crops:.1f} s")
+        state.crops = CropCache.build(run.train_set, run.train_idx, cfg)
+        log.print(f"crop cache: {len(run.train_idx)} training crops, unflipped and flipped, "
+                  f"{state.crops.nbytes() / 2**20:.0f} MiB, {time.time() - t_crops:.1f} s")
         timing["train_s"] += time.time() - t_crops
-    # ---- teacher-output cache (distill.teacher_cache): from the crop cache's crops when there is one
-    cache: TeacherCache | None = None
     t_cache = time.time()
-    if teacher is not None and teacher_taps and cfg.distill.teacher_cache:
-        cache = TeacherCache.build(teacher, train_set, train_idx, teacher_taps, cfg, device, amp_dtype, channels_last,
-                                   crops=crops)
-        log.print(f"teacher cache: {', '.join(teacher_taps)} of {len(train_idx)} training crops, unflipped and flipped, "
-                  f"{cache.nbytes() / 2**20:.1f} MiB float16, {time.time() - t_cache:.1f} s")
+    if state.teacher is not None and state.teacher_taps and cfg.distill.teacher_cache:
+        state.cache = TeacherCache.build(state.teacher, run.train_set, run.train_idx, state.teacher_taps, cfg,
+                                         run.device, run.amp_dtype, run.channels_last, crops=state.crops)
+        log.print(f"teacher cache: {', '.join(state.teacher_taps)} of {len(run.train_idx)} training crops, unflipped "
+                  f"and flipped, {state.cache.nbytes() / 2**20:.1f} MiB float16, {time.time() - t_cache:.1f} s")
     cache_s = time.time() - t_cache
     timing["teacher_cache_s"] += cache_s
     timing["train_s"] += cache_s
-    train_s_base = timing["train_s"]
+    state.train_s_base = timing["train_s"]
 
-    n_params = sum(p.numel() for p in model.parameters())
-    log.print(
+
+def start_loop(run: Run, state: TrainState) -> None:
+    """Say what is trained, start the clock and the progress bar."""
+    cfg, plan = run.cfg, run.plan
+    n_params = sum(p.numel() for p in state.model.parameters())
+    run.log.print(
         f"training {cfg.variant_name()} ({cfg.trained_model_name}, {n_params / 1e6:.2f} M params) on "
-        f"{len(train_idx)} crops, {plan.total_steps} steps ({plan.steps_per_epoch}/epoch, batch "
-        f"{cfg.optim.batch_size} x {info.world_size} process(es)); device {device}, "
-        f"amp {amp_dtype if amp_dtype else 'off'}; out {out_dir}"
+        f"{len(run.train_idx)} crops, {plan.total_steps} steps ({plan.steps_per_epoch}/epoch, batch "
+        f"{cfg.optim.batch_size} x {run.info.world_size} process(es)); device {run.device}, "
+        f"amp {run.amp_dtype if run.amp_dtype else 'off'}; out {run.out_dir}"
     )
-
-    # ---- state of the loop (on device: no sync inside a step) ------------------------------
-    term_names: list[str] = []
-    loss_sums: torch.Tensor | None = None  # (T,) sum of each term since the last log
-    bad_step = torch.full((), -1, dtype=torch.int64, device=device)  # first step with a non-finite loss
-    bad_values: torch.Tensor | None = None  # term values at that step
-    steps_since_log = 0
-    magnitudes: list[torch.Tensor] = []
-    check_magnitudes = cfg.is_distillation and cfg.run.magnitude_batches > 0 and pos.step == 0
-    kill_after = int(os.environ.get(KILL_AFTER_STEP_ENV, "0") or 0)
-    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
-    last_eval: dict = {}
-    last_eval_step = -1
-    images_seen = 0
-    t_loop = time.time()
-    session_eval_s = 0.0
-
-    def timing_now() -> dict:
-        """Cumulative seconds: training (loop minus evaluation, plus the teacher cache), evaluation."""
-        return {**timing, "train_s": train_s_base + (time.time() - t_loop) - session_eval_s}
-
-    bar = None
-    if show_progress:
+    state.check_magnitudes = cfg.is_distillation and cfg.run.magnitude_batches > 0 and state.pos.step == 0
+    state.t_loop = time.time()
+    if run.show_progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=plan.total_steps, initial=pos.step, desc=cfg.variant_name(), unit="step", dynamic_ncols=True)
+        state.bar = tqdm(total=plan.total_steps, initial=state.pos.step, desc=cfg.variant_name(), unit="step",
+                         dynamic_ncols=True)
 
-    def flush_losses(step: int, epoch: int) -> dict[str, float]:
-        """The one sync point: read the summed losses, check finiteness, log."""
-        nonlocal loss_sums, steps_since_log
-        if loss_sums is None:
-            return {}
-        bad = int(D.all_reduce_max(bad_step.clone()).item())
-        if bad >= 0:
-            raise_non_finite(bad)
-        means = D.all_reduce_mean(loss_sums / max(steps_since_log, 1)).tolist()
-        values = dict(zip(term_names, means))
-        lr = optimizer.param_groups[0]["lr"]
-        log.csv_row("metrics.csv", {"step": step, "epoch": epoch, "lr": lr, **values})
-        log.scalars("train", {**values, "lr": lr}, step)
-        if bar is not None:
-            bar.set_postfix(loss=f"{values.get('total', 0.0):.3g}", lr=f"{lr:.2g}")
-        else:
-            log.print(f"step {step}/{plan.total_steps} epoch {epoch} lr {lr:.3g} {format_terms(values)}")
-        loss_sums.zero_()
-        steps_since_log = 0
-        return values
 
-    def raise_non_finite(step: int) -> None:
-        values = dict(zip(term_names, bad_values.tolist()))  # this rank's values at the bad step
-        culprits = [k for k, v in values.items() if k != "total" and not math.isfinite(v)] or ["total"]
-        term = culprits[0]
-        key = TERM_WEIGHT_KEYS.get(term, "")
-        advice = "lower the lr (optim.lr)" if key in ("", "optim.lr") else f"lower {key} or the lr (optim.lr)"
-        keep = f"; the last good checkpoint is {last_path}" if last_path.is_file() else ""
-        raise NonFiniteLossError(
-            f"non-finite loss at step {step}: term '{term}' = {values.get(term, float('nan'))}; {advice}{keep}"
-        )
+# ---- one step ---------------------------------------------------------------------------
+def epoch_batches(run: Run, state: TrainState):
+    """The batches of the current epoch from ``state.pos.batch`` on: from the crop cache or a DataLoader."""
+    cfg, pos = run.cfg, state.pos
+    sampler = D.ResumableBatchSampler(run.train_idx, cfg.optim.batch_size, cfg.run.seed, pos.epoch,
+                                      run.info.rank, run.info.world_size, start_batch=pos.batch)
+    if state.crops is not None:
+        return (state.crops.batch(keys) for keys in sampler)
+    return make_loader(run.train_set, sampler, cfg, run.device, seed=D.epoch_seed(cfg.run.seed, pos.epoch))
 
-    def write_last(epoch_pos: Position) -> None:
-        # read the losses first: never checkpoint weights that a non-finite loss has touched
-        if steps_since_log:
-            flush_losses(epoch_pos.step, epoch_pos.epoch)
-        else:
-            check_finite_only()
-        if info.is_main:
-            save_checkpoint(last_path, model=model, criterion=criterion, optimizer=optimizer, scheduler=scheduler,
-                            scaler=scaler, position=epoch_pos, cfg=cfg, best=best, timing=timing_now())
-        D.barrier()
 
-    def check_finite_only() -> None:
-        bad = int(D.all_reduce_max(bad_step.clone()).item())
-        if bad >= 0:
-            raise_non_finite(bad)
+def train_step(run: Run, state: TrainState, batch: dict) -> dict[str, torch.Tensor]:
+    """Forward (teacher taps from the cache or the teacher), backward, clip, optimizer and schedule step."""
+    device, cfg = run.device, run.cfg
+    images = batch["image"].to(device, non_blocking=True)  # (B, 3, H, W)
+    if run.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    target = batch["heatmaps"].to(device, non_blocking=True)  # (B, K, h, w)
+    target_weight = batch["target_weight"].to(device, non_blocking=True)  # (B, K)
+    progress = state.pos.step / max(run.plan.total_steps - 1, 1)
 
-    def run_eval(p: Position) -> dict:
-        nonlocal last_eval, last_eval_step, best, session_eval_s
-        t0 = time.time()
-        part = predict(model, val_set, D.rank_slice(val_idx, info.rank, info.world_size), cfg, device,
-                       amp_dtype, channels_last)
-        parts = D.gather_objects(part)
-        metrics: dict = {}
-        if info.is_main:
-            metrics = score_predictions(merge_predictions(parts), val_set, cfg, out_dir / "val_results.json")
-        metrics = D.broadcast_object(metrics)
-        name = primary_metric(cfg)
-        value = metrics.get(name, float("nan"))
-        log.print(f"eval step {p.step}: {name} {value:.4f} ({time.time() - t0:.1f} s) "
+    with autocast_context(device, run.amp_dtype):
+        t_taps = {}
+        if state.cache is not None:
+            t_taps = state.cache.lookup(batch["index"], batch["flipped"])
+        elif state.teacher is not None and state.teacher_taps:
+            with torch.no_grad():
+                t_taps = state.teacher.forward_taps(images, state.teacher_taps)
+        losses = state.module(images, target, target_weight, t_taps, progress)
+
+    optimizer, scaler = state.optimizer, state.scaler
+    optimizer.zero_grad(set_to_none=True)
+    total = losses["total"]
+    if scaler is not None:
+        scaler.scale(total).backward()
+        scaler.unscale_(optimizer)
+    else:
+        total.backward()
+    if cfg.optim.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(state.module.parameters(), cfg.optim.grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    state.scheduler.step()
+    return losses
+
+
+def record_step(run: Run, state: TrainState, losses: dict[str, torch.Tensor], batch_size: int) -> None:
+    """Bookkeeping after a step, all on the device: loss sums, position, progress bar, first-batch magnitudes."""
+    pos, cfg = state.pos, run.cfg
+    values = state.meter.add(losses, pos.step + 1)
+    state.images_seen += batch_size * run.info.world_size
+    pos.step += 1
+    pos.batch += 1
+    if pos.batch == run.plan.steps_per_epoch:
+        pos.epoch, pos.batch = pos.epoch + 1, 0
+    if state.bar is not None:
+        state.bar.update(1)
+    magnitudes = state.meter.magnitudes
+    if state.check_magnitudes and len(magnitudes) < cfg.run.magnitude_batches:
+        magnitudes.append(values.clone())
+        if len(magnitudes) == cfg.run.magnitude_batches:
+            report_magnitudes(run.log, state.meter.names, magnitudes, cfg)
+
+
+# ---- logs, checkpoints, evaluation ------------------------------------------------------
+def flush_losses(run: Run, state: TrainState, step: int, epoch: int) -> dict[str, float]:
+    """The one sync point: read the summed losses, check finiteness, log."""
+    meter = state.meter
+    if meter.sums is None:
+        return {}
+    check_finite(run, state)
+    means = D.all_reduce_mean(meter.sums / max(meter.count, 1)).tolist()
+    values = dict(zip(meter.names, means))
+    lr = state.optimizer.param_groups[0]["lr"]
+    run.log.csv_row("metrics.csv", {"step": step, "epoch": epoch, "lr": lr, **values})
+    run.log.scalars("train", {**values, "lr": lr}, step)
+    if state.bar is not None:
+        state.bar.set_postfix(loss=f"{values.get('total', 0.0):.3g}", lr=f"{lr:.2g}")
+    else:
+        run.log.print(f"step {step}/{run.plan.total_steps} epoch {epoch} lr {lr:.3g} {format_terms(values)}")
+    meter.sums.zero_()
+    meter.count = 0
+    return values
+
+
+def check_finite(run: Run, state: TrainState) -> None:
+    """:class:`NonFiniteLossError` naming the first bad step and term, if any rank saw one."""
+    bad = int(D.all_reduce_max(state.meter.bad_step.clone()).item())
+    if bad < 0:
+        return
+    values = dict(zip(state.meter.names, state.meter.bad_values.tolist()))  # this rank's values at the bad step
+    culprits = [k for k, v in values.items() if k != "total" and not math.isfinite(v)] or ["total"]
+    term = culprits[0]
+    key = TERM_WEIGHT_KEYS.get(term, "")
+    advice = "lower the lr (optim.lr)" if key in ("", "optim.lr") else f"lower {key} or the lr (optim.lr)"
+    keep = f"; the last good checkpoint is {run.last_path}" if run.last_path.is_file() else ""
+    raise NonFiniteLossError(
+        f"non-finite loss at step {bad}: term '{term}' = {values.get(term, float('nan'))}; {advice}{keep}"
+    )
+
+
+def save_last(run: Run, state: TrainState) -> None:
+    """``last.pt`` at the current position, after the losses are read: never weights a non-finite loss touched."""
+    pos = dataclasses.replace(state.pos)
+    if state.meter.count:
+        flush_losses(run, state, pos.step, pos.epoch)
+    else:
+        check_finite(run, state)
+    if run.info.is_main:
+        save_checkpoint(run.last_path, model=state.model, criterion=state.criterion, optimizer=state.optimizer,
+                        scheduler=state.scheduler, scaler=state.scaler, position=pos, cfg=run.cfg, best=state.best,
+                        timing=state.timing_now())
+    D.barrier()
+
+
+def evaluate_and_save(run: Run, state: TrainState) -> dict:
+    """Evaluate on the validation set (all ranks), log it, and write ``best.pt`` when the metric improved."""
+    cfg, info, p = run.cfg, run.info, dataclasses.replace(state.pos)
+    t0 = time.time()
+    part = predict(state.model, run.val_set, D.rank_slice(run.val_idx, info.rank, info.world_size), cfg, run.device,
+                   run.amp_dtype, run.channels_last)
+    parts = D.gather_objects(part)
+    metrics: dict = {}
+    if info.is_main:
+        metrics = score_predictions(merge_predictions(parts), run.val_set, cfg, run.out_dir / "val_results.json")
+    metrics = D.broadcast_object(metrics)
+    name = primary_metric(cfg)
+    value = metrics.get(name, float("nan"))
+    run.log.print(f"eval step {p.step}: {name} {value:.4f} ({time.time() - t0:.1f} s) "
                   + " ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k != name))
-        log.csv_row("eval.csv", {"step": p.step, "epoch": p.epoch, **metrics})
-        log.scalars("val", metrics, p.step)
-        if value > best["value"] or best["step"] < 0:
-            best = {"metric": name, "value": float(value), "step": p.step}
-            if info.is_main:
-                save_checkpoint(best_path, model=model, criterion=criterion, optimizer=optimizer,
-                                scheduler=scheduler, scaler=scaler, position=p, cfg=cfg, best=best,
-                                metrics=metrics, full=False)
-        last_eval, last_eval_step = metrics, p.step
-        D.barrier()
-        session_eval_s += time.time() - t0
-        timing["eval_s"] += time.time() - t0
-        return metrics
+    run.log.csv_row("eval.csv", {"step": p.step, "epoch": p.epoch, **metrics})
+    run.log.scalars("val", metrics, p.step)
+    if value > state.best["value"] or state.best["step"] < 0:
+        state.best = {"metric": name, "value": float(value), "step": p.step}
+        if info.is_main:
+            save_checkpoint(run.best_path, model=state.model, criterion=state.criterion, optimizer=state.optimizer,
+                            scheduler=state.scheduler, scaler=state.scaler, position=p, cfg=cfg, best=state.best,
+                            metrics=metrics, full=False)
+    state.last_eval, state.last_eval_step = metrics, p.step
+    D.barrier()
+    state.session_eval_s += time.time() - t0
+    state.timing["eval_s"] += time.time() - t0
+    return metrics
 
-    # ---- epochs and steps ------------------------------------------------------------------
-    try:
-        while pos.step < plan.total_steps:
-            sampler = D.ResumableBatchSampler(train_idx, cfg.optim.batch_size, cfg.run.seed, pos.epoch,
-                                              info.rank, info.world_size, start_batch=pos.batch)
-            if crops is not None:
-                loader = (crops.batch(keys) for keys in sampler)
-            else:
-                loader = make_loader(train_set, sampler, cfg, device, seed=D.epoch_seed(cfg.run.seed, pos.epoch))
-            for batch in loader:
-                images = batch["image"].to(device, non_blocking=True)  # (B, 3, H, W)
-                if channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                target = batch["heatmaps"].to(device, non_blocking=True)  # (B, K, h, w)
-                target_weight = batch["target_weight"].to(device, non_blocking=True)  # (B, K)
-                progress = pos.step / max(plan.total_steps - 1, 1)
 
-                with autocast_context(device, amp_dtype):
-                    t_taps = {}
-                    if cache is not None:
-                        t_taps = cache.lookup(batch["index"], batch["flipped"])
-                    elif teacher is not None and teacher_taps:
-                        with torch.no_grad():
-                            t_taps = teacher.forward_taps(images, teacher_taps)
-                    losses = train_module(images, target, target_weight, t_taps, progress)
-
-                optimizer.zero_grad(set_to_none=True)
-                total = losses["total"]
-                if scaler is not None:
-                    scaler.scale(total).backward()
-                    scaler.unscale_(optimizer)
-                else:
-                    total.backward()
-                if cfg.optim.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(train_module.parameters(), cfg.optim.grad_clip)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                scheduler.step()
-
-                # -- bookkeeping, all on device --
-                if not term_names:
-                    term_names = list(losses)
-                    loss_sums = torch.zeros(len(term_names), device=device)
-                    bad_values = torch.zeros(len(term_names), device=device)
-                values = torch.stack([losses[k].detach().float() for k in term_names])  # (T,)
-                finite = torch.isfinite(values).all()
-                first_bad = (~finite) & (bad_step < 0)
-                bad_values.copy_(torch.where(first_bad, values, bad_values))
-                bad_step.copy_(torch.where(first_bad, torch.full_like(bad_step, pos.step + 1), bad_step))
-                loss_sums += values
-                steps_since_log += 1
-                images_seen += images.shape[0] * info.world_size
-
-                pos.step += 1
-                pos.batch += 1
-                if pos.batch == plan.steps_per_epoch:
-                    pos.epoch, pos.batch = pos.epoch + 1, 0
-                if bar is not None:
-                    bar.update(1)
-
-                if check_magnitudes and len(magnitudes) < cfg.run.magnitude_batches:
-                    magnitudes.append(values.clone())
-                    if len(magnitudes) == cfg.run.magnitude_batches:
-                        report_magnitudes(log, term_names, magnitudes, cfg)
-
-                if pos.step % cfg.run.log_every == 0:
-                    flush_losses(pos.step, pos.epoch if pos.batch else pos.epoch - 1)  # the step's epoch
-                epoch_end = pos.batch == 0
-                if (cfg.run.ckpt_every and pos.step % cfg.run.ckpt_every == 0) or (epoch_end and not cfg.run.ckpt_every) \
-                        or pos.step == plan.total_steps:
-                    write_last(Position(pos.epoch, pos.batch, pos.step))
-                if (cfg.run.eval_every and pos.step % cfg.run.eval_every == 0) or (epoch_end and not cfg.run.eval_every) \
-                        or pos.step == plan.total_steps:
-                    check_finite_only()
-                    run_eval(Position(pos.epoch, pos.batch, pos.step))
-                if kill_after and pos.step == kill_after:
-                    os.kill(os.getpid(), signal.SIGKILL)  # test hook: die like a pre-empted job
-                if pos.step >= plan.total_steps:
-                    break
-        if steps_since_log:
-            flush_losses(pos.step, pos.epoch)
-        if last_eval_step != pos.step:
-            run_eval(Position(pos.epoch, pos.batch, pos.step))
-    finally:
-        if bar is not None:
-            bar.close()
-        log.close()
-
-    wall = time.time() - t_start
-    loop = time.time() - t_loop
-    spent = timing_now()
+def write_summary(run: Run, state: TrainState) -> dict:
+    """``summary.json`` (rank 0) and the summary :func:`train` returns."""
+    out_dir, best = run.out_dir, state.best
+    wall = time.time() - run.t_start
+    loop = time.time() - state.t_loop
+    spent = state.timing_now()
     summary = {
-        "variant": cfg.variant_name(),
+        "variant": run.cfg.variant_name(),
         "out_dir": str(out_dir),
         "best": best,
-        "final": last_eval,
-        "steps": pos.step,
-        "world_size": info.world_size,
+        "final": state.last_eval,
+        "steps": state.pos.step,
+        "world_size": run.info.world_size,
         "wall_s": round(wall, 2),
         "train_s": round(spent["train_s"], 2),  # all sessions: training incl. teacher cache, excl. evaluation
         "eval_s": round(spent["eval_s"], 2),
         "teacher_cache_s": round(spent["teacher_cache_s"], 2),
-        "train_images_per_s": round(images_seen / loop, 1) if loop > 0 else None,
+        "train_images_per_s": round(state.images_seen / loop, 1) if loop > 0 else None,
         "paths": {
             "config": str(out_dir / "config.yaml"),
-            "last": str(last_path),
-            "best": str(best_path),
+            "last": str(run.last_path),
+            "best": str(run.best_path),
             "metrics_csv": str(out_dir / "metrics.csv"),
             "eval_csv": str(out_dir / "eval.csv"),
             "results": str(out_dir / "val_results.json"),
             "tensorboard": str(out_dir / "tb"),
         },
     }
-    if info.is_main:
+    if run.info.is_main:
         write_json(out_dir / "summary.json", summary)
-        log.print(f"done: best {best['metric']} {best['value']:.4f} at step {best['step']}; {wall:.1f} s")
+        run.log.print(f"done: best {best['metric']} {best['value']:.4f} at step {best['step']}; {wall:.1f} s")
     return summary
 
 
