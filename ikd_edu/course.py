@@ -241,7 +241,7 @@ def config(mode: Mode, role: str, terms: Sequence[str] = (), name: str | None = 
     distillation visible).
     ``name`` defaults to ``teacher`` / ``student-labels`` / ``student-logit+feature`` ...
     """
-    from ikd_edu.train.config import load_config
+    from ikd_edu.train.config import flip_only_overrides, load_config
 
     s = mode.settings
     terms = list(terms)
@@ -259,7 +259,7 @@ def config(mode: Mode, role: str, terms: Sequence[str] = (), name: str | None = 
     if role == "student":
         base += [
             f"data.label_subset={s['label_subset']}", "data.subset_seed=0",
-            "data.augment.scale_factor=0", "data.augment.rotation_prob=0", "data.augment.half_body_prob=0",
+            *flip_only_overrides(),
             f"distill.terms={','.join(terms) if terms else 'none'}", "distill.teacher_cache=true", "data.cache_crops=true",
             f"model.teacher_checkpoint={teacher_checkpoint(mode)}",
         ]

@@ -40,17 +40,17 @@ import math
 import torch
 from torch import nn
 
-from ikd_edu.distill.feature import FeatureDistillation
+from ikd_edu.distill import registry
 from ikd_edu.distill.ground_truth import check_heatmaps, check_target_weight, joints_mse
-from ikd_edu.distill.logit import LogitDistillation
-from ikd_edu.distill.structure import StructureDistillation
 from ikd_edu.models.simple_baseline import TAP_NAMES
 
 __all__ = ["IntegralKD", "decay_factor", "TERMS", "DECAYS"]
 
-#: The distillation parts, in the order they are reported. ``"structure"`` = affinity + relation.
-TERMS: tuple[str, ...] = ("logit", "feature", "affinity", "relation")
-TERM_ALIASES: dict[str, tuple[str, ...]] = {"structure": ("affinity", "relation")}
+#: The built-in distillation parts, in the order they are reported. ``"structure"`` = affinity + relation.
+#: (A snapshot at import: the live table is :mod:`ikd_edu.distill.registry`.)
+TERMS: tuple[str, ...] = registry.part_names()
+TERM_ALIASES: dict[str, tuple[str, ...]] = {u: registry.parts_of(u) for u in registry.user_terms()
+                                            if registry.parts_of(u) != (u,)}
 DECAYS: tuple[str, ...] = ("none", "linear", "cosine")
 
 
@@ -70,19 +70,23 @@ def decay_factor(progress: float, schedule: str = "none") -> float:
 
 
 def _expand_terms(terms) -> tuple[str, ...]:
+    """User-facing or part names (``"logit,structure"``) -> registered parts in report order."""
     if isinstance(terms, str):
         terms = [t for t in terms.replace("+", ",").split(",") if t.strip()]
+    parts = registry.part_names()
+    aliases = {u: registry.parts_of(u) for u in registry.user_terms() if registry.parts_of(u) != (u,)}
     wanted: set[str] = set()
     for term in terms or ():
         term = term.strip()
-        if term in TERM_ALIASES:
-            wanted.update(TERM_ALIASES[term])
-        elif term in TERMS:
+        if term in aliases:
+            wanted.update(aliases[term])
+        elif term in parts:
             wanted.add(term)
         else:
+            said = "; ".join(f"'{a}' = {' + '.join(p)}" for a, p in aliases.items())
             raise ValueError(f"unknown distillation term {term!r}; choose from "
-                             f"{', '.join(TERMS + tuple(TERM_ALIASES))} ('structure' = affinity + relation)")
-    return tuple(t for t in TERMS if t in wanted)
+                             f"{', '.join(parts + tuple(aliases))} ({said})")
+    return tuple(t for t in parts if t in wanted)
 
 
 def _ordered(names: set[str]) -> tuple[str, ...]:
@@ -97,7 +101,9 @@ class IntegralKD(nn.Module):
             ``"relation"``), or the two structure parts alone; a list or ``"logit,feature"``.
             Empty = plain ground-truth training.
         alpha: logit share ``alpha`` (FPD: 0.5).
-        feature_weight, affinity_weight, relation_weight: ``beta``, ``gamma``, ``delta``.
+        feature_weight, affinity_weight, relation_weight: ``beta``, ``gamma``, ``delta``; None =
+            the default of :mod:`ikd_edu.distill.registry` (so are ``**weights``: the weights
+            of other registered terms, by their ``weight_arg``, e.g. ``toy_weight=0.1``).
         student_channels, teacher_channels: channels of ``feature_tap`` (needed for the "l2"
             feature adapter; :meth:`for_models` reads them from the models).
         feature_tap: tap for the feature term (``layer4``: the last trunk stage, as DWPose).
@@ -112,38 +118,48 @@ class IntegralKD(nn.Module):
         decay: ``"none"``, ``"linear"`` or ``"cosine"`` decay of all distillation weights.
     """
 
-    def __init__(self, terms=("logit", "feature", "structure"), alpha: float = 0.5, feature_weight: float = 1e-3,
-                 affinity_weight: float = 1e-2, relation_weight: float = 1e-2, student_channels: int | None = None,
+    def __init__(self, terms=("logit", "feature", "structure"), alpha: float | None = None,
+                 feature_weight: float | None = None, affinity_weight: float | None = None,
+                 relation_weight: float | None = None, student_channels: int | None = None,
                  teacher_channels: int | None = None, feature_tap: str = "layer4", structure_tap: str = "layer4",
                  logit_mode: str = "mse", temperature: float = 1.0, weight_teacher_term: bool = False,
                  logit_teacher_weighting: str = "all",
                  feature_mode: str = "l2", use_bn: bool = True, align: str = "interpolate", pool="auto",
-                 decay: str = "none") -> None:
+                 decay: str = "none", **weights) -> None:
         super().__init__()
         self.terms = _expand_terms(terms)
         decay_factor(0.0, decay)  # validate
         self.decay = decay
-        self.alpha = float(alpha)
-        self.feature_weight = float(feature_weight)
-        self.affinity_weight = float(affinity_weight)
-        self.relation_weight = float(relation_weight)
+        weights.update(alpha=alpha, feature_weight=feature_weight, affinity_weight=affinity_weight,
+                       relation_weight=relation_weight)
+        known = {t.weight_arg for t in registry.terms()}
+        unknown = sorted(set(weights) - known)
+        if unknown:
+            raise TypeError(f"IntegralKD got unexpected keyword arguments {', '.join(unknown)} (term weights: "
+                            f"{', '.join(sorted(known))})")
+        #: part name -> full weight (before decay); None = the registry's default
+        self.weights: dict[str, float] = {}
+        for t in registry.terms():
+            value = weights.get(t.weight_arg)
+            self.weights[t.name] = float(t.default_weight if value is None else value)
+            setattr(self, t.weight_arg, self.weights[t.name])  # kd.alpha, kd.feature_weight, ...
         self.feature_tap, self.structure_tap = feature_tap, structure_tap
         if weight_teacher_term:
             logit_teacher_weighting = "target"
         self.logit_teacher_weighting = logit_teacher_weighting
         self.weight_teacher_term = logit_teacher_weighting == "target"
-        if "feature" in self.terms and feature_mode == "l2" and not (student_channels and teacher_channels):
-            raise ValueError(
-                "the feature term needs student_channels and teacher_channels (of feature_tap) for its 1x1 adapter; "
-                "build with IntegralKD.for_models(student, teacher, ...) to read them from the models, pass them, "
-                "or use feature_mode='attention'."
-            )
-        self.logit = (LogitDistillation(alpha, logit_mode, temperature, logit_teacher_weighting)
-                      if "logit" in self.terms else None)
-        self.feature = (FeatureDistillation(student_channels, teacher_channels, use_bn, feature_mode, align)
-                        if "feature" in self.terms else None)
-        # Unit weights inside: IntegralKD applies gamma, delta and the decay itself.
-        self.structure = StructureDistillation(pool) if {"affinity", "relation"} & set(self.terms) else None
+        self.options = dict({t.weight_arg: self.weights[t.name] for t in registry.terms()},
+                            student_channels=student_channels, teacher_channels=teacher_channels,
+                            feature_tap=feature_tap, structure_tap=structure_tap, logit_mode=logit_mode, temperature=temperature,
+                            logit_teacher_weighting=logit_teacher_weighting, feature_mode=feature_mode,
+                            use_bn=use_bn, align=align, pool=pool)
+        # one module per attribute (kd.logit, kd.feature, kd.structure: the state-dict prefixes), built in
+        # report order; a term that is off leaves its attribute None
+        for t in registry.terms():
+            if t.name in self.terms and getattr(self, t.module_attr, None) is None:
+                setattr(self, t.module_attr, t.build(self.options))
+            elif not hasattr(self, t.module_attr):
+                setattr(self, t.module_attr, None)
 
     @classmethod
     def for_models(cls, student: nn.Module, teacher: nn.Module, **kwargs) -> "IntegralKD":
@@ -154,35 +170,31 @@ class IntegralKD(nn.Module):
         return cls(**kwargs)
 
     # ---------------------------------------------------------------- taps the engine asks for
+    def _active(self) -> list[registry.Term]:
+        return [t for t in registry.terms() if t.name in self.terms]
+
     @property
     def required_taps(self) -> tuple[str, ...]:
         """Student taps ``forward`` needs (network order); always includes ``"heatmaps"``."""
         names = {"heatmaps"}
-        if "feature" in self.terms:
-            names.add(self.feature_tap)
-        if "affinity" in self.terms:
-            names.add(self.structure_tap)
+        for t in self._active():
+            names.update(t.student_taps(self.options))
         return _ordered(names)
 
     @property
     def required_teacher_taps(self) -> tuple[str, ...]:
         """Teacher taps ``forward`` needs (network order); empty = no teacher forward needed."""
         names: set[str] = set()
-        if {"logit", "relation"} & set(self.terms):
-            names.add("heatmaps")
-        if "feature" in self.terms:
-            names.add(self.feature_tap)
-        if "affinity" in self.terms:
-            names.add(self.structure_tap)
+        for t in self._active():
+            names.update(t.teacher_taps(self.options))
         return _ordered(names)
 
     def current_weights(self, progress: float = 0.0) -> dict[str, float]:
         """The effective weights at ``progress`` (after decay), e.g. for logging or a plot."""
         d = decay_factor(progress, self.decay)
-        weights = {"gt": 1.0 - (self.alpha * d if "logit" in self.terms else 0.0)}
-        full = {"logit": self.alpha, "feature": self.feature_weight, "affinity": self.affinity_weight,
-                "relation": self.relation_weight}
-        weights.update({t: full[t] * d for t in self.terms})
+        active = self._active()
+        weights = {"gt": 1.0 - sum(self.weights[t.name] * d for t in active if t.shares_gt)}
+        weights.update({t.name: self.weights[t.name] * d for t in active})
         return weights
 
     # ---------------------------------------------------------------- the loss
@@ -210,24 +222,19 @@ class IntegralKD(nn.Module):
         def teacher(name: str) -> torch.Tensor:
             return self._tap(teacher_taps, name, "teacher", "required_teacher_taps")
 
+        inputs = registry.TermInputs(
+            student_taps, teacher_taps, target, target_weight, student_hm, self.options,
+            get_student=lambda name: self._tap(student_taps, name, "student", "required_taps"), get_teacher=teacher)
+        active = self._active()
         losses: dict[str, torch.Tensor] = {}
-        if self.logit is not None:
-            losses.update(self.logit.parts(student_hm, teacher("heatmaps"), target, target_weight,
-                                           alpha=self.alpha * d))
-        else:
+        if not any(t.shares_gt for t in active):  # a term that shares gt returns the "gt" part itself
             losses["gt"] = joints_mse(student_hm, target, target_weight)
-        if self.feature is not None:
-            f_s = self._tap(student_taps, self.feature_tap, "student", "required_taps")
-            losses["feature"] = self.feature_weight * d * self.feature(f_s, teacher(self.feature_tap))
-        if "affinity" in self.terms:
-            f_s = self._tap(student_taps, self.structure_tap, "student", "required_taps")
-            losses["affinity"] = self.affinity_weight * d * self.structure.affinity_term(f_s, teacher(self.structure_tap))
-        if "relation" in self.terms:
-            losses["relation"] = self.relation_weight * d * self.structure.relation_term(student_hm, teacher("heatmaps"))
+        for t in active:
+            losses.update(t.loss(getattr(self, t.module_attr), inputs, self.weights[t.name] * d))
         losses["total"] = sum(losses.values())
         return losses
 
     def extra_repr(self) -> str:
-        return (f"terms={self.terms}, alpha={self.alpha}, feature_weight={self.feature_weight}, "
-                f"affinity_weight={self.affinity_weight}, relation_weight={self.relation_weight}, "
+        weights = ", ".join(f"{t.weight_arg}={self.weights[t.name]}" for t in registry.terms())
+        return (f"terms={self.terms}, {weights}, "
                 f"feature_tap={self.feature_tap!r}, structure_tap={self.structure_tap!r}, decay={self.decay!r}")

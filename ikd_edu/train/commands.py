@@ -32,15 +32,15 @@ import argparse
 import math
 from pathlib import Path
 
+from ikd_edu.distill import registry
 from ikd_edu.errors import UserError
 
-#: ablation variants: name -> distillation terms
+#: ablation variants: name -> distillation terms (each registered term alone, then all of them:
+#: ikd_edu/distill/registry.py)
 VARIANTS: dict[str, list[str]] = {
     "labels": [],
-    "logit": ["logit"],
-    "feature": ["feature"],
-    "structure": ["structure"],
-    "ikd": ["logit", "feature", "structure"],
+    **{t: [t] for t in registry.variant_terms()},
+    "ikd": list(registry.user_terms()),
 }
 
 
@@ -73,7 +73,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fresh", action="store_true", help="ignore an existing last.pt and start over")
     if words == ("train", "student"):
         parser.add_argument("--distill", default="none", metavar="TERMS",
-                            help="distillation terms: any of logit,feature,structure, 'all', or none [none]")
+                            help=f"distillation terms: any of {','.join(registry.user_terms())}, 'all', or none [none]")
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:

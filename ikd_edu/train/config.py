@@ -39,13 +39,27 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ikd_edu.data.transforms import AugmentConfig
+from ikd_edu.distill import registry as terms_registry
 from ikd_edu.errors import UserError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 
-#: distillation terms a user can switch on (``--distill logit,feature,structure``).
+#: distillation terms a user can switch on (``--distill logit,feature,structure``), as registered
+#: in :mod:`ikd_edu.distill.registry` at import (the checks read the live table).
 #: ``structure`` means both structure losses: pairwise feature affinity and joint relations.
-DISTILL_TERMS = ("logit", "feature", "structure")
+DISTILL_TERMS = terms_registry.user_terms()
+#: flip-only augmentation (what the crop and teacher caches need): no scale, rotation or half-body
+FLIP_ONLY = {"data.augment.scale_factor": 0, "data.augment.rotation_prob": 0, "data.augment.half_body_prob": 0}
+
+
+def flip_only_overrides() -> list[str]:
+    """``["data.augment.scale_factor=0", ...]``: :data:`FLIP_ONLY` as ``--set`` overrides."""
+    return [f"{k}={v}" for k, v in FLIP_ONLY.items()]
+
+
+def _weight_default(key: str) -> float:
+    """The default of a distillation weight: the registry's (one place for every term's default)."""
+    return next(t.default_weight for t in terms_registry.terms() if t.weight_key == key)
 
 
 # --------------------------------------------------------------------------------------
@@ -110,15 +124,17 @@ class DistillConfig:
     """
 
     terms: list[str] = field(default_factory=list)  # any subset of logit, feature, structure ([] = labels only)
-    alpha: float = 0.5  # logit KD share a (FPD): (1 - a) L_gt + a L_logit
+    # every weight's default is the registry's (ikd_edu/distill/registry.py), written here in brackets
+    alpha: float = _weight_default("distill.alpha")  # logit KD share a (FPD, 0.5): (1 - a) L_gt + a L_logit
     logit_mode: str = "mse"  # mse | kl: how student and teacher heatmaps are compared
     temperature: float = 1.0  # kl only: softmax temperature
     logit_teacher_weighting: str = "all"  # all (teacher term counts every joint, ours) | target (target weights also weight it, FPD-style code)
-    feature_weight: float = 1e-3  # beta: feature KD weight (through a 1x1 adapter + BN)
+    # beta (1e-3): feature KD weight (through a 1x1 adapter + BN)
+    feature_weight: float = _weight_default("distill.feature_weight")
     feature_mode: str = "l2"  # l2 (adapter, then MSE) | attention (spatial attention maps, no adapter)
     feature_tap: str = "layer4"  # student and teacher feature matched by feature KD
-    affinity_weight: float = 1e-2  # gamma: structure, pairwise feature affinity
-    relation_weight: float = 1e-2  # delta: structure, relations between joint heatmaps
+    affinity_weight: float = _weight_default("distill.affinity_weight")  # gamma (1e-2): structure, feature affinity
+    relation_weight: float = _weight_default("distill.relation_weight")  # delta (1e-2): structure, joint relations
     structure_tap: str = "layer4"  # feature the pairwise affinity is computed on
     decay: str = "none"  # none | linear | cosine: distillation weights decayed to 0 over training
     teacher_cache: bool = False  # teacher outputs computed once per training crop and its flip, reused (flip-only augmentation)
@@ -224,7 +240,7 @@ POSITIVE = {"optim.lr", "optim.batch_size", "run.eval_batch_size", "data.sigma",
 NON_NEGATIVE = {
     "data.num_workers", "data.label_subset", "data.val_subset", "optim.weight_decay", "optim.grad_clip",
     "optim.steps", "optim.epochs", "optim.warmup_steps", "run.eval_every", "run.ckpt_every", "run.seed",
-    "distill.feature_weight", "distill.affinity_weight", "distill.relation_weight", "distill.temperature",
+    "distill.temperature",
     "run.magnitude_batches", "data.synthetic_images", "data.synthetic_val_images",
 }
 
@@ -407,6 +423,14 @@ def _flatten(mapping: dict, prefix: str = "") -> list[tuple[str, Any]]:
     return items
 
 
+def get_value(cfg: Config, key: str) -> Any:
+    """The value of dotted ``key`` (``"distill.feature_weight"``)."""
+    value: Any = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
 def config_to_dict(cfg: Config) -> dict:
     """Plain nested dict (tuples as lists) - what is written to ``config.yaml``."""
     def plain(x):
@@ -525,12 +549,13 @@ def finalize(cfg: Config) -> Config:
     for t in cfg.distill.terms:  # normalise: lower case, canonical order, "all"/"ikd" = every term
         t = t.strip().lower()
         if t in ("all", "ikd"):
-            terms += list(DISTILL_TERMS)
+            terms += list(terms_registry.user_terms())
         elif t in ("none", "labels", ""):
             continue
         else:
             terms.append(t)
-    cfg.distill.terms = [t for t in DISTILL_TERMS if t in terms] + [t for t in terms if t not in DISTILL_TERMS]
+    known = terms_registry.user_terms()
+    cfg.distill.terms = [t for t in known if t in terms] + [t for t in terms if t not in known]
     if not cfg.run.out_dir:
         cfg.run.out_dir = str(default_out_root(cfg) / cfg.variant_name())
     if not cfg.model.teacher_checkpoint:
@@ -547,14 +572,17 @@ def validate(cfg: Config, check_files: bool = True) -> None:
     for key in POSITIVE:
         if not flat[key] > 0:
             raise UserError(f"{key}: must be > 0, got {flat[key]!r}")
-    for key in NON_NEGATIVE:
+    weights = [t for t in terms_registry.terms() if t.weight_key]
+    for key in NON_NEGATIVE | {t.weight_key for t in weights if t.weight_max is None}:
         if flat[key] < 0:
             raise UserError(f"{key}: must be >= 0, got {flat[key]!r}")
+    known = terms_registry.user_terms()
     for t in cfg.distill.terms:
-        if t not in DISTILL_TERMS:
-            raise UserError(f"distill.terms: unknown term {t!r}; choose any of {', '.join(DISTILL_TERMS)} (or none)")
-    if not 0.0 <= cfg.distill.alpha <= 1.0:
-        raise UserError(f"distill.alpha: must be in [0, 1], got {cfg.distill.alpha}")
+        if t not in known:
+            raise UserError(f"distill.terms: unknown term {t!r}; choose any of {', '.join(known)} (or none)")
+    for t in weights:
+        if t.weight_max is not None and not 0.0 <= flat[t.weight_key] <= t.weight_max:
+            raise UserError(f"{t.weight_key}: must be in [0, {t.weight_max:g}], got {flat[t.weight_key]}")
     if not 0.0 < cfg.optim.pct_start < 1.0:
         raise UserError(f"optim.pct_start: must be in (0, 1), got {cfg.optim.pct_start}")
     if cfg.optim.steps == 0 and cfg.optim.epochs == 0:
@@ -578,7 +606,8 @@ def validate(cfg: Config, check_files: bool = True) -> None:
             raise UserError(f"{key}: unknown tap {flat[key]!r}; choose from {', '.join(TAP_NAMES)}")
     a = cfg.data.augment
     flip_only = not (a.scale_factor > 0 or (a.rotation_prob > 0 and a.rotation_factor > 0) or a.half_body_prob > 0)
-    set_flip_only = "data.augment.scale_factor=0, data.augment.rotation_prob=0 and data.augment.half_body_prob=0"
+    sets = flip_only_overrides()
+    set_flip_only = ", ".join(sets[:-1]) + " and " + sets[-1]
     if cfg.is_distillation and cfg.distill.teacher_cache and not flip_only:
         raise UserError(f"distill.teacher_cache: cached teacher outputs only fit flip-only augmentation; set "
                         f"{set_flip_only}, or distill.teacher_cache=false (teacher forward on every batch)")

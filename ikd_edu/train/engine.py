@@ -64,21 +64,19 @@ from ikd_edu.train.runtime import (amp_settings, autocast_context, rng_state, se
                                    select_device, set_rng_state)
 
 CHECKPOINT_FORMAT = 1
-#: config key to lower when a term blows up
-TERM_WEIGHT_KEYS = {
-    "gt": "optim.lr",
-    "logit": "distill.alpha",
-    "feature": "distill.feature_weight",
-    "affinity": "distill.affinity_weight",
-    "relation": "distill.relation_weight",
-    "structure": "distill.affinity_weight",
-}
 #: test hook: SIGKILL this process right after the given global step (resume tests)
 KILL_AFTER_STEP_ENV = "IKD_EDU_KILL_AFTER_STEP"
 
 
 class NonFiniteLossError(UserError):
     """Training stopped because a loss became NaN or infinite (message names step and term)."""
+
+
+def term_weight_key(term: str) -> str:
+    """Config key to lower when ``term`` blows up or is out of scale: its weight's (registry), ``optim.lr`` for gt."""
+    from ikd_edu.distill import registry
+
+    return "optim.lr" if term == "gt" else (registry.weight_key(term) or "")
 
 
 # ======================================================================================
@@ -164,10 +162,13 @@ def build_criterion(cfg: Config, model: nn.Module, teacher: nn.Module | None) ->
     """
     from ikd_edu.distill.integral import IntegralKD
 
+    from ikd_edu.distill import registry
+    from ikd_edu.train.config import get_value
+
     d = cfg.distill
     terms = list(d.terms) if cfg.is_distillation else []
-    kwargs = dict(terms=terms, alpha=d.alpha, feature_weight=d.feature_weight, affinity_weight=d.affinity_weight,
-                  relation_weight=d.relation_weight, feature_tap=d.feature_tap, structure_tap=d.structure_tap,
+    weights = {t.weight_arg: get_value(cfg, t.weight_key) for t in registry.terms() if t.weight_key}
+    kwargs = dict(terms=terms, **weights, feature_tap=d.feature_tap, structure_tap=d.structure_tap,
                   logit_mode=d.logit_mode, temperature=d.temperature, feature_mode=d.feature_mode, decay=d.decay,
                   logit_teacher_weighting=d.logit_teacher_weighting)
     if teacher is not None and terms:
@@ -557,7 +558,7 @@ def magnitude_warnings(means: dict[str, float], ratio: float) -> list[str]:
         hi, lo = max(value, ref), min(value, ref)
         if lo == 0.0 or hi / lo > ratio:
             factor = ref / value if value > 0 else float("inf")
-            key = TERM_WEIGHT_KEYS.get(name, f"distill.{name}_weight")
+            key = term_weight_key(name) or f"distill.{name}_weight"
             rel = "larger" if value > ref else "smaller"
             out.append(
                 f"warning: weighted term '{name}' ({value:.3g}) is {hi / max(lo, 1e-30):.3g}x {rel} than '{ref_name}' "
@@ -985,7 +986,7 @@ def check_finite(run: Run, state: TrainState) -> None:
     values = dict(zip(state.meter.names, state.meter.bad_values.tolist()))  # this rank's values at the bad step
     culprits = [k for k, v in values.items() if k != "total" and not math.isfinite(v)] or ["total"]
     term = culprits[0]
-    key = TERM_WEIGHT_KEYS.get(term, "")
+    key = term_weight_key(term)
     advice = "lower the lr (optim.lr)" if key in ("", "optim.lr") else f"lower {key} or the lr (optim.lr)"
     keep = f"; the last good checkpoint is {run.last_path}" if run.last_path.is_file() else ""
     raise NonFiniteLossError(

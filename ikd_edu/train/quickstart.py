@@ -53,21 +53,21 @@ import sys
 import time
 from pathlib import Path
 
+from ikd_edu.distill import registry
 from ikd_edu.errors import UserError
 
-#: student variants, in training order: name -> distillation terms. The labels-only and IKD
-#: students go first, back to back, so the equal-time student can be sized from their timings.
+#: student variants, in training order: name -> distillation terms (every registered term, and
+#: each on its own: ikd_edu/distill/registry.py). The labels-only and IKD students go first,
+#: back to back, so the equal-time student can be sized from their timings.
 STUDENTS: dict[str, list[str]] = {
     "student-labels": [],
-    "student-ikd": ["logit", "feature", "structure"],
-    "student-logit": ["logit"],
-    "student-feature": ["feature"],
-    "student-structure": ["structure"],
+    "student-ikd": list(registry.user_terms()),
+    **{f"student-{t}": [t] for t in registry.variant_terms()},
 }
 EQUAL_TIME = "student-labels-equal-time"
 #: table order
-ROW_ORDER = ["teacher", "student-labels", "student-labels-equal-time", "student-logit", "student-feature",
-             "student-structure", "student-ikd"]
+ROW_ORDER = ["teacher", "student-labels", EQUAL_TIME, *[f"student-{t}" for t in registry.variant_terms()],
+             "student-ikd"]
 
 #: the quickstart setting (the rest comes from the ``quick`` preset)
 SETTINGS = {
@@ -173,13 +173,13 @@ def _common_overrides(s: dict, data_root: Path, fast: bool) -> list[str]:
 
 
 def teacher_config(s: dict, out: Path, data_root: Path, seed: int, fast: bool, extra: list[str]):
-    from ikd_edu.train.config import load_config
+    from ikd_edu.train.config import flip_only_overrides, load_config
 
     steps = s["teacher_steps"]
     every = max(1, math.ceil(steps / s["teacher_evals"]))
     milestones = ",".join(str(max(1, round(f * steps))) for f in TEACHER_RECIPE["milestones"])
     overrides = _common_overrides(s, data_root, fast) + [
-        "data.augment.scale_factor=0", "data.augment.rotation_prob=0", "data.augment.half_body_prob=0",
+        *flip_only_overrides(),
         "optim.schedule=multistep", f"optim.milestones=[{milestones}]", f"optim.gamma={TEACHER_RECIPE['gamma']}",
         f"optim.warmup_steps={round(TEACHER_RECIPE['warmup'] * steps)}",
         f"optim.steps={steps}", f"run.eval_every={every}", f"run.ckpt_every={min(every, 250)}",
@@ -191,12 +191,12 @@ def teacher_config(s: dict, out: Path, data_root: Path, seed: int, fast: bool, e
 def student_config(s: dict, out: Path, data_root: Path, seed: int, name: str, terms: list[str], steps: int,
                    fast: bool, extra: list[str]):
     """One student run: ``s['label_subset']`` images, flip-only augmentation, final evaluation only."""
-    from ikd_edu.train.config import load_config
+    from ikd_edu.train.config import flip_only_overrides, load_config
 
     overrides = _common_overrides(s, data_root, fast) + [
         f"data.label_subset={s['label_subset']}",
         "data.subset_seed=0",  # the same labelled images for every variant and seed
-        "data.augment.scale_factor=0", "data.augment.rotation_prob=0", "data.augment.half_body_prob=0",
+        *flip_only_overrides(),
         f"distill.terms={','.join(terms) if terms else 'none'}",
         "distill.teacher_cache=true", "data.cache_crops=true",
         f"model.teacher_checkpoint={out / 'teacher' / 'best.pt'}",
@@ -284,14 +284,14 @@ def run_quickstart(out: str | os.PathLike, seed: int = 0, data: str | os.PathLik
     # ---- 3. students -------------------------------------------------------------------
     steps = s["student_steps"]
     _say(f"[3/4] students: {t_cfg.model.student} on {s['label_subset']} labelled images, {steps} steps each, "
-         f"seed {seed}; 5 variants + labels-only at the IKD student's wall time")
+         f"seed {seed}; {len(STUDENTS)} variants + labels-only at the IKD student's wall time")
     summaries: dict[str, dict] = {"teacher": teacher}
     configs = {"teacher": t_cfg}
     for i, (name, terms) in enumerate(STUDENTS.items()):
         cfg = student_config(s, out, data_root, seed, name, terms, steps, fast, extra)
         configs[name] = cfg
         per = EXPECTED["kd_student_step" if terms else "student_step"] * steps
-        summaries[name] = _train_or_reuse(cfg, f"({i + 1}/6) {name}", per)
+        summaries[name] = _train_or_reuse(cfg, f"({i + 1}/{len(STUDENTS) + 1}) {name}", per)
     eq_steps, eq_info = equal_time_steps(out / f"seed-{seed}", summaries["student-labels"], summaries["student-ikd"],
                                          steps, s["max_equal_time_factor"])
     cfg = student_config(s, out, data_root, seed, EQUAL_TIME, [], eq_steps, fast, extra)
@@ -299,7 +299,7 @@ def run_quickstart(out: str | os.PathLike, seed: int = 0, data: str | os.PathLik
     _say(f"      equal time: the IKD student trained {eq_info['ikd_train_s']:.0f} s (teacher cache "
          f"{eq_info['ikd_teacher_cache_s']:.0f} s included), a labels-only step takes "
          f"{eq_info['labels_step_s'] * 1000:.0f} ms -> {eq_steps} steps")
-    summaries[EQUAL_TIME] = _train_or_reuse(cfg, f"(6/6) {EQUAL_TIME}", EXPECTED["student_step"] * eq_steps)
+    summaries[EQUAL_TIME] = _train_or_reuse(cfg, f"({len(STUDENTS) + 1}/{len(STUDENTS) + 1}) {EQUAL_TIME}", EXPECTED["student_step"] * eq_steps)
 
     # ---- 4. report ---------------------------------------------------------------------
     _say("[4/4] evaluation: COCO keypoint AP on the validation set (pycocotools), params, MACs, CPU latency")
