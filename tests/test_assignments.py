@@ -25,7 +25,7 @@ from ikd_edu import assignments, exercises
 from ikd_edu.cli import main as cli_main
 
 SOURCES = assignments.find_assignments(NOTEBOOK_DIR)
-EXPECTED = {"01", "03", "04", "05"}  # the notebooks with exercises (solution cells)
+EXPECTED = {"01", "03", "04", "05", "06"}  # the notebooks with exercises (solution cells)
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 #: modules whose reference implementations a learner could wrap: not imported before the exercises
