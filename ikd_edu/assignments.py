@@ -1,7 +1,7 @@
 """Student versions of the course's assignment notebooks: ``ikd-edu assignments build --out DIR``.
 
 An *assignment notebook* is a course notebook with nbgrader solution cells (cell metadata
-``nbgrader.solution = true``; notebooks 01, 03, 04 and 05). The instructor's version, in
+``nbgrader.solution = true``; notebooks 01 and 03-06). The instructor's version, in
 ``notebooks/``, holds the solutions between ``### BEGIN SOLUTION`` / ``### END SOLUTION``;
 the student version is made with **nbgrader's own preprocessors**, run through nbconvert, in
 the order ``nbgrader generate_assignment`` uses them (minus the gradebook database):
@@ -11,7 +11,7 @@ the order ``nbgrader generate_assignment`` uses them (minus the gradebook databa
 ``LockCells``                check cells (and read-only cells) can't be deleted or edited
 ``ClearSolutions``           every solution region -> ``# YOUR CODE HERE`` / ``raise NotImplementedError()``
 ``ClearOutput``              no outputs (nothing of the solution's results leaks)
-``ClearHiddenTests``         ``### BEGIN HIDDEN TESTS`` regions removed (none in this course)
+``ClearHiddenTests``         ``### BEGIN HIDDEN TESTS`` regions removed (each check cell has one: hand-computed cases)
 ``ClearMarkScheme``          ``=== BEGIN MARK SCHEME ===`` regions removed (none in this course)
 ``ComputeChecksums``         checksums of the graded cells, as nbgrader's release has them
 ===========================  ==================================================================
@@ -234,5 +234,5 @@ def cli_main(args: argparse.Namespace) -> int:
     for path in written:
         print(f"wrote {path}")
     print(f"{len(written)} student notebook(s) in {args.out}: solutions replaced by `{STUB}`, outputs cleared, "
-          "check cells locked")
+          "hidden tests removed, check cells locked")
     return 0

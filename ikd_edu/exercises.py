@@ -17,6 +17,7 @@ check                       notebook  the library function it is compared with
 :func:`check_feature_kd`    04        ``ikd_edu.distill.FeatureDistillation`` (``"l2"``)
 :func:`check_affinity`      05        ``ikd_edu.distill.structure.pairwise_affinity``
 :func:`check_joint_relations` 05      ``ikd_edu.distill.structure.joint_relations``
+:func:`check_integral`      06        ``ikd_edu.distill.IntegralKD.current_weights`` (the weighted sum, decay)
 ==========================  ========  ========================================================
 
 Every check runs in well under a second on a laptop CPU (small random tensors, float64).
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import os
 import signal
 import sys
@@ -54,12 +56,13 @@ from torch.nn import functional as F
 # notebook later rebinds the library's names (which _verify_integrity reports).
 from ikd_edu.codec import encode_heatmaps
 from ikd_edu.distill import FeatureDistillation, LogitDistillation, heatmap_kl, joints_mse
+from ikd_edu.distill.integral import IntegralKD, decay_factor
 from ikd_edu.distill.structure import AUTO_GRID, joint_relations, pairwise_affinity, pooled_grid_size
 from ikd_edu.exercise_guard import (ReferenceCalled, learner_code, reference_calls, reference_message,
                                     registered)
 
 __all__ = ["check_encode", "check_logit_kd", "check_feature_kd", "check_affinity", "check_joint_relations",
-           "NOT_WRITTEN", "BUDGET_ENV", "DEFAULT_BUDGET_S"]
+           "check_integral", "INTEGRAL_PARTS", "NOT_WRITTEN", "BUDGET_ENV", "DEFAULT_BUDGET_S"]
 
 NOT_WRITTEN = "not written yet: replace `raise NotImplementedError()` with your code"
 
@@ -897,6 +900,137 @@ def _check_joint_relations_body(fn: Callable):
 
 
 # ----------------------------------------------------------------------------------------------
+# notebook 06: the integral loss, its weighted sum and its decay
+# ----------------------------------------------------------------------------------------------
+#: the keys of the ``parts`` dict the learner's ``integral`` receives (unweighted scalar losses)
+INTEGRAL_PARTS = ("gt", "logit", "feature", "affinity", "relation")
+_KD_WEIGHTS = {"logit": "alpha", "feature": "beta", "affinity": "gamma", "relation": "delta"}
+_PART_NAMES = {"gt": "ground-truth", "logit": "logit", "feature": "feature", "affinity": "affinity",
+               "relation": "joint-relation"}
+_KEY_HINT = ("KeyError", "\n  hint: parts is a dict with the keys " + ", ".join(repr(k) for k in INTEGRAL_PARTS)
+             + " (the unweighted losses)")
+
+
+def _integral_cases():
+    """(parts, alpha, beta, gamma, delta, progress, decay): distinct weights, every schedule, mid-training first."""
+    gen = torch.Generator().manual_seed(606)
+    settings = ((0.3, 0.2, 0.05, 0.7, 0.25, "linear"), (0.6, 0.1, 0.4, 0.02, 0.4, "cosine"),
+                (0.3, 0.5, 0.2, 0.1, 0.6, "none"), (0.45, 0.3, 0.15, 0.25, 0.8, "cosine"),
+                (0.2, 0.05, 0.6, 0.3, 1.0, "linear"), (0.5, 0.001, 0.01, 0.01, 0.0, "cosine"),
+                (0.7, 0.25, 0.35, 0.45, 0.5, "linear"))
+    for alpha, beta, gamma, delta, progress, decay in settings:
+        values = 0.5 + 1.5 * torch.rand(len(INTEGRAL_PARTS), generator=gen, dtype=torch.float64)
+        yield dict(zip(INTEGRAL_PARTS, values)), alpha, beta, gamma, delta, progress, decay
+
+
+def _integral_reference(alpha, beta, gamma, delta, progress, decay) -> dict[str, float]:
+    kd = IntegralKD(terms=("logit", "feature", "structure"), alpha=alpha, feature_weight=beta, affinity_weight=gamma,
+                    relation_weight=delta, student_channels=1, teacher_channels=1, decay=decay)
+    return kd.current_weights(progress)
+
+
+def _near(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-7 + 1e-5 * abs(b)
+
+
+def _diagnose_integral(name, coeff, weights, value_ok, alpha, beta, gamma, delta, progress, decay) -> None:
+    """``coeff``: d(out)/d(part) of the learner's result (its effective weights); ``weights``: the formula's."""
+    setting = f"alpha={alpha}, beta={beta}, gamma={gamma}, delta={delta}, progress={progress}, decay={decay!r}"
+    for part in INTEGRAL_PARTS:
+        if _near(coeff[part], 0.0) and not _near(weights[part], 0.0):
+            _fail(name, f"the {_PART_NAMES[part]} term is missing (its loss does not change the result): L adds the "
+                        "ground-truth term and all four weighted distillation terms")
+    given = {"logit": alpha, "feature": beta, "affinity": gamma, "relation": delta}
+    d = decay_factor(progress, decay)
+    if _near(coeff["gt"], alpha * d) and _near(coeff["logit"], 1 - alpha * d) and not _near(alpha * d, 0.5):
+        _fail(name, "the alpha mix is inverted: alpha d is the share of the teacher (logit) term, the ground-truth "
+                    "term gets 1 - alpha d")
+    if _near(coeff["affinity"], delta * d) and _near(coeff["relation"], gamma * d) and not _near(gamma, delta):
+        _fail(name, "gamma and delta are swapped: gamma weights the affinity term, delta the joint-relation term")
+    implied = {part: coeff[part] / given[part] for part in _KD_WEIGHTS if given[part] > 0}  # the decay each term got
+    if len({round(v, 6) for v in implied.values()}) == 1:  # one decay for every distillation term
+        got = next(iter(implied.values()))
+        if not _near(got, d):
+            p = progress
+            if _near(got, 1.0):
+                _fail(name, f"the decay is not applied: with decay={decay!r} every distillation weight (alpha, beta, "
+                            "gamma, delta) is multiplied by d(progress)")
+            if _near(got, d * d):
+                _fail(name, "the decay is applied twice: each distillation weight is multiplied by d once")
+            if decay == "none":
+                _fail(name, "with decay='none' the factor d is 1: the weights are used as given")
+            if decay == "linear" and _near(got, p):
+                _fail(name, "the linear decay runs backwards: the weights start at full strength (d = 1 at "
+                            "progress 0) and fall to 0 at the end, d = 1 - progress")
+            if decay == "linear" and _near(got, 0.5 * (1 + math.cos(math.pi * p))):
+                _fail(name, "decay='linear' got the cosine schedule: linear is d = 1 - progress")
+            if decay == "cosine" and _near(got, 1 + math.cos(math.pi * p)):
+                _fail(name, "the cosine decay lacks its 1/2: d = (1 + cos(pi progress)) / 2 goes from 1 to 0")
+            if decay == "cosine" and _near(got, math.cos(math.pi * p)):
+                _fail(name, "the cosine decay is cos(pi progress) alone, which turns negative after half of "
+                            "training: d = (1 + cos(pi progress)) / 2 goes from 1 to 0")
+            if decay == "cosine" and _near(got, 0.5 * (1 + math.cos(p))):
+                _fail(name, "the cosine decay misses pi: progress runs from 0 to 1, and cos takes radians, so "
+                            "d = (1 + cos(pi progress)) / 2")
+            if decay == "cosine" and _near(got, 0.5 * (1 - math.cos(math.pi * p))):
+                _fail(name, "the cosine decay runs backwards: d = (1 + cos(pi progress)) / 2 is 1 at the start")
+            if decay == "cosine" and _near(got, 1 - p):
+                _fail(name, "decay='cosine' got the linear schedule: cosine is d = (1 + cos(pi progress)) / 2")
+            _fail(name, f"the decay factor is wrong ({setting}): d(progress) is 1 for 'none', 1 - progress for "
+                        "'linear', (1 + cos(pi progress)) / 2 for 'cosine'")
+    else:
+        for part, weight_name in _KD_WEIGHTS.items():
+            if given[part] > 0 and _near(coeff[part], given[part]) and not _near(weights[part], given[part]):
+                _fail(name, f"the {_PART_NAMES[part]} weight {weight_name} is not decayed: every distillation weight "
+                            "(alpha, beta, gamma, delta) is multiplied by the same d(progress)")
+        for part, weight_name in _KD_WEIGHTS.items():
+            if not _near(coeff[part], weights[part]):
+                _fail(name, f"the {_PART_NAMES[part]} term is not weighted with {weight_name} d ({setting})")
+    if not _near(coeff["gt"], weights["gt"]):
+        if _near(coeff["gt"], 1.0):
+            _fail(name, "the ground-truth weight is 1: it gives up what the logit term takes, 1 - alpha d")
+        if _near(coeff["gt"], 1 - alpha):
+            _fail(name, "the ground-truth weight is not decayed: it is 1 - alpha d, so that the labels take over as "
+                        "the teacher's share decays")
+        if _near(coeff["gt"], d * (1 - alpha)):
+            _fail(name, "the decay is applied to the ground-truth term too: only the distillation weights decay, the "
+                        "ground-truth term keeps 1 - alpha d")
+        _fail(name, f"the ground-truth term's weight is wrong ({setting}): it is 1 - alpha d")
+    if not value_ok:
+        _fail(name, "the weights are right but the value is not the weighted sum of the parts (an added constant, or "
+                    "parts transformed before weighting?): return the sum of weight x part, nothing else")
+    _fail(name, f"the result differs from the formula ({setting}); compare it with L term by term")
+
+
+def _check_integral_body(fn: Callable):
+    """The integral check's cases; see :func:`check_integral`."""
+    name = "integral"
+    count = 0
+    for parts0, alpha, beta, gamma, delta, progress, decay in _integral_cases():
+        parts = {k: v.clone().requires_grad_(True) for k, v in parts0.items()}
+        described = (f"parts (a dict of 0-d tensors: {', '.join(INTEGRAL_PARTS)}), alpha={alpha}, beta={beta}, "
+                     f"gamma={gamma}, delta={delta}, progress={progress}, decay={decay!r}")
+        out = _call(fn, name, (dict(parts), alpha, beta, gamma, delta, progress, decay), described,
+                    hints=(_KEY_HINT,))
+        if isinstance(out, (float, int)):
+            _fail(name, "returned a Python number: return the torch tensor itself (no .item() or float()), so that "
+                        "the loss can be backpropagated")
+        out = _scalar(out, name)
+        weights = _integral_reference(alpha, beta, gamma, delta, progress, decay)
+        ref = sum(weights[k] * float(parts0[k]) for k in INTEGRAL_PARTS)
+        if not out.requires_grad:
+            _fail(name, "the result does not depend on the parts through torch operations (no gradient would reach "
+                        "the student): don't detach the parts or convert them to numbers")
+        _backward(name, out)
+        coeff = {k: float(parts[k].grad) if parts[k].grad is not None else 0.0 for k in INTEGRAL_PARTS}
+        value_ok = _near(float(out.detach()), ref)
+        if not value_ok or not all(_near(coeff[k], weights[k]) for k in INTEGRAL_PARTS):
+            _diagnose_integral(name, coeff, weights, value_ok, alpha, beta, gamma, delta, progress, decay)
+        count += 1
+    return "ikd_edu.distill.IntegralKD (its weights and decay)", count, []
+
+
+# ----------------------------------------------------------------------------------------------
 # the checks the notebooks call
 # ----------------------------------------------------------------------------------------------
 def check_encode(fn: Callable, *, budget_s: float | None = None) -> None:
@@ -948,6 +1082,21 @@ def check_joint_relations(fn: Callable, *, budget_s: float | None = None) -> Non
     ``budget_s``: seconds before the check stops (default :data:`DEFAULT_BUDGET_S` or ``$IKD_CHECK_BUDGET_S``).
     """
     _run_check("joint_relations", _check_joint_relations_body, fn, budget_s)
+
+
+def check_integral(fn: Callable, *, budget_s: float | None = None) -> None:
+    """Check ``fn(parts, alpha, beta, gamma, delta, progress, decay) -> scalar``, the IKD objective's weighted sum.
+
+    ``parts``: a dict of unweighted 0-d loss tensors with the keys :data:`INTEGRAL_PARTS`
+    (``gt``, ``logit``, ``feature``, ``affinity``, ``relation``); ``progress`` in [0, 1];
+    ``decay`` one of ``"none"``, ``"linear"``, ``"cosine"``. Reference: the weights of
+    :meth:`ikd_edu.distill.IntegralKD.current_weights`,
+    ``L = (1 - alpha d) L_gt + alpha d L_kd + beta d L_feat + gamma d L_aff + delta d L_rel`` with
+    ``d`` = :func:`ikd_edu.distill.integral.decay_factor`. The check reads the learner's effective
+    weights from the gradient with respect to each part, so it names the weight that is wrong.
+    ``budget_s``: seconds before the check stops (default :data:`DEFAULT_BUDGET_S` or ``$IKD_CHECK_BUDGET_S``).
+    """
+    _run_check("integral", _check_integral_body, fn, budget_s)
 
 
 # ----------------------------------------------------------------------------------------------

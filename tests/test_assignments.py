@@ -25,8 +25,11 @@ from ikd_edu import assignments, exercises
 from ikd_edu.cli import main as cli_main
 
 SOURCES = assignments.find_assignments(NOTEBOOK_DIR)
-EXPECTED = {"01", "03", "04", "05"}  # the notebooks with exercises (solution cells)
+EXPECTED = {"01", "03", "04", "05", "06"}  # the notebooks with exercises (solution cells)
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+#: modules whose reference implementations a learner could wrap: not imported before the exercises
+REFERENCE_MODULES = ("ikd_edu.distill", "ikd_edu.codec", "ikd_edu.train.engine")
 CELL_TIMEOUT_S = 30  # nbgrader's default per-cell timeout (ExecutePreprocessor.timeout)
 
 
@@ -47,6 +50,22 @@ def _solution_lines(cell) -> list[str]:
     return lines
 
 
+def _hidden_lines(cell) -> list[str]:
+    """The non-blank lines of a check cell's hidden-test region."""
+    if HIDDEN_BEGIN not in cell.source:
+        return []
+    inside = cell.source.split(HIDDEN_BEGIN, 1)[1].split(HIDDEN_END, 1)[0]
+    return [line.strip() for line in inside.splitlines() if "hidden_" in line or "assert" in line]
+
+
+def _without_hidden_tests(source: str) -> str:
+    """What nbgrader's ClearHiddenTests leaves of a check cell."""
+    if HIDDEN_BEGIN not in source:
+        return source
+    before, rest = source.split(HIDDEN_BEGIN, 1)
+    return (before + rest.split(HIDDEN_END, 1)[1]).rstrip("\n")
+
+
 def _check_cell_ids(nb) -> list[str]:
     return [_grader(c)["grade_id"] for c in nb.cells if _grader(c).get("grade")]
 
@@ -63,6 +82,28 @@ def test_every_assignment_notebook_is_found():
             assert "from ikd_edu.exercises import check_" in cell.source, (path.name, cell.source)
         for cell in solutions:
             assert BEGIN in cell.source and END in cell.source, (path.name, cell.source)
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=[p.stem for p in SOURCES])
+def test_every_check_cell_has_hidden_tests(path):
+    """Hand-computed expected values the student version does not show (nbgrader's hidden tests)."""
+    for cell in nbformat.read(path, as_version=4).cells:
+        if _grader(cell).get("grade") and cell.cell_type == "code":
+            assert HIDDEN_BEGIN in cell.source and HIDDEN_END in cell.source, (path.name, _grader(cell)["grade_id"])
+            hidden = cell.source.split(HIDDEN_BEGIN, 1)[1]
+            assert "assert" in hidden, (path.name, _grader(cell)["grade_id"])
+            assert not any(m in hidden for m in REFERENCE_MODULES), "hidden tests compute their own expected values"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=[p.stem for p in SOURCES])
+def test_no_reference_import_before_the_exercises(path):
+    """A one-line wrapper needs the reference in scope: no code cell before the last check imports it."""
+    nb = nbformat.read(path, as_version=4)
+    last = max(i for i, c in enumerate(nb.cells) if _grader(c).get("grade") and c.cell_type == "code")
+    for i, cell in enumerate(nb.cells[:last]):
+        if cell.cell_type == "code":
+            for module in REFERENCE_MODULES:
+                assert module not in cell.source, f"{path.name} cell {i} imports {module} before the exercises"
 
 
 # ------------------------------------------------------------------------------------------ (a)
@@ -91,8 +132,11 @@ def test_build_writes_student_versions_without_solutions(student_dir):
                 for line in _solution_lines(before):
                     assert line not in after.source, f"{src.name}: solution line {line!r} survived"
                 assert after.metadata.get("deletable") is False
-            elif _grader(before).get("grade"):
-                assert after.source == before.source, f"{src.name}: a check cell changed"
+            elif _grader(before).get("grade") and before.cell_type == "code":
+                assert after.source == _without_hidden_tests(before.source), f"{src.name}: a check cell changed"
+                assert HIDDEN_BEGIN not in after.source and HIDDEN_END not in after.source, src.name
+                for line in _hidden_lines(before):
+                    assert line not in text, f"{src.name}: hidden test line {line!r} survived"
                 assert after.metadata.get("editable") is False and after.metadata.get("deletable") is False
                 assert _grader(after).get("checksum"), "check cells carry nbgrader checksums"
             else:
@@ -171,9 +215,11 @@ def test_nbgrader_generate_assignment_on_the_sources(tmp_path):
         text = "\n".join(c.source for c in released.cells)
         assert BEGIN not in text and "raise NotImplementedError()" in text, path.name
         source_nb = nbformat.read(path, as_version=4)
+        assert HIDDEN_BEGIN not in text, f"{path.name}: a hidden test in nbgrader's release"
+        assert not any(c.get("outputs") for c in released.cells), f"{path.name}: outputs in nbgrader's release"
         for cell in source_nb.cells:
-            for line in _solution_lines(cell):
-                assert line not in text, f"{path.name}: solution line {line!r} in nbgrader's release"
+            for line in _solution_lines(cell) + _hidden_lines(cell):
+                assert line not in text, f"{path.name}: solution or hidden-test line {line!r} in nbgrader's release"
         assert _check_cell_ids(released) == _check_cell_ids(source_nb)
 
 

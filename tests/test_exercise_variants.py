@@ -35,7 +35,7 @@ from ikd_edu.exercise_guard import registered
 REPO = Path(__file__).resolve().parents[1]
 CHECKS = {"encode": exercises.check_encode, "logit_kd": exercises.check_logit_kd,
           "feature_kd": exercises.check_feature_kd, "affinity": exercises.check_affinity,
-          "joint_relations": exercises.check_joint_relations}
+          "joint_relations": exercises.check_joint_relations, "integral": exercises.check_integral}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -276,6 +276,74 @@ def _uses_library_metadata(x):
     return _cos(v, "clamp-1e-12")
 
 
+def _decay(progress, decay, variant="right"):
+    """d(progress) as learners write it (``variant`` picks a mistake)."""
+    import math
+
+    p = progress
+    if decay == "none":
+        return 1.0
+    if decay == "linear":
+        return {"right": 1 - p, "backwards": p, "cosine": 0.5 * (1 + math.cos(math.pi * p))}.get(variant, 1 - p)
+    return {"right": 0.5 * (1 + math.cos(math.pi * p)), "no-half": 1 + math.cos(math.pi * p),
+            "no-pi": 0.5 * (1 + math.cos(p)), "cos-only": math.cos(math.pi * p),
+            "backwards": 0.5 * (1 - math.cos(math.pi * p))}.get(variant, 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def _integral(parts, a, b, g, dl, p, decay, variant="right", gt=None, feature_decay=True, swap_gd=False,
+              skip=None, decay_twice=False):
+    d = 1.0 if variant == "no-decay" else _decay(p, decay, variant)
+    if decay_twice:
+        d = d * d
+    g_w, d_w = (dl, g) if swap_gd else (g, dl)
+    gt_weight = {"right": 1 - a * d, "one": 1.0, "undecayed": 1 - a, "decayed": d * (1 - a),
+                 "inverted": a * d}[gt or "right"]
+    logit_weight = 1 - a * d if gt == "inverted" else a * d
+    total = gt_weight * parts["gt"] + logit_weight * parts["logit"]
+    total = total + b * (d if feature_decay else 1.0) * parts["feature"]
+    total = total + g_w * d * parts["affinity"]
+    if skip != "relation":
+        total = total + d_w * d * parts["relation"]
+    return total
+
+
+def _integral_stack(parts, a, b, g, dl, p, decay):
+    import math
+
+    d = {"none": 1.0, "linear": 1.0 - p, "cosine": (1.0 + math.cos(math.pi * p)) / 2}[decay]
+    weights = torch.tensor([1 - a * d, a * d, b * d, g * d, dl * d], dtype=torch.float64)
+    values = torch.stack([parts[k] for k in ("gt", "logit", "feature", "affinity", "relation")]).double()
+    return (weights * values).sum()
+
+
+def _integral_loop(parts, a, b, g, dl, p, decay):
+    d = 1.0
+    if decay == "linear":
+        d = 1.0 - p
+    elif decay == "cosine":
+        d = float((1 + torch.cos(torch.tensor(torch.pi * p))) / 2)
+    total = parts["gt"]
+    for key, weight in (("logit", a), ("feature", b), ("affinity", g), ("relation", dl)):
+        total = total + weight * d * parts[key]
+    return total - a * d * parts["gt"]
+
+
+def _integral_tensor_progress(parts, a, b, g, dl, p, decay):
+    t = torch.as_tensor(p, dtype=torch.float64)
+    d = {"none": torch.ones((), dtype=torch.float64), "linear": 1 - t,
+         "cosine": 0.5 * (1 + torch.cos(torch.pi * t))}[decay]
+    return torch.lerp(parts["gt"], parts["logit"], a * d) + d * (b * parts["feature"] + g * parts["affinity"]
+                                                                   + dl * parts["relation"])
+
+
+def _integral_library_decay(parts, a, b, g, dl, p, decay):
+    from ikd_edu.distill.integral import decay_factor
+
+    d = decay_factor(p, decay)
+    return (1 - a * d) * parts["gt"] + a * d * parts["logit"] + d * (b * parts["feature"] + g * parts["affinity"]
+                                                                     + dl * parts["relation"])
+
+
 # ------------------------------------------------------------------------------------------------
 # the tables
 # ------------------------------------------------------------------------------------------------
@@ -331,6 +399,16 @@ RIGHT = {
     "relations/bmm": ("joint_relations", lambda h: (lambda u: torch.bmm(u, u.transpose(1, 2)))(
         F.normalize(h.reshape(h.shape[0], h.shape[1], -1), dim=2))),
     "relations/joint-loop": ("joint_relations", _relations_loop),
+    # integral: the weighted sum and its decay
+    "integral/formula": ("integral", _integral),
+    "integral/weights-stacked": ("integral", _integral_stack),
+    "integral/loop-over-terms": ("integral", _integral_loop),
+    "integral/tensor-progress-and-lerp": ("integral", _integral_tensor_progress),
+    "integral/dict-of-weights": ("integral", lambda parts, a, b, g, dl, p, decay: (lambda d: sum(
+        w * parts[k] for k, w in {"gt": 1 - a * d, "logit": a * d, "feature": b * d, "affinity": g * d,
+                                  "relation": dl * d}.items()))(_decay(p, decay))),
+    "integral/float32-parts": ("integral", lambda parts, a, b, g, dl, p, decay: _integral(
+        {k: v.float() for k, v in parts.items()}, a, b, g, dl, p, decay)),
 }
 
 WRONG = {
@@ -415,6 +493,33 @@ WRONG = {
                                           ["a reference function was called", "joint_relations"]),
     "relations/library-via-affinity": ("joint_relations", _relations_via_affinity,
                                        ["a reference function was called"]),
+    # integral
+    "integral/alpha-inverted": ("integral", lambda *args: _integral(*args, gt="inverted"), ["alpha mix is inverted"]),
+    "integral/gt-weight-one": ("integral", lambda *args: _integral(*args, gt="one"), ["ground-truth weight is 1"]),
+    "integral/gt-not-decayed": ("integral", lambda *args: _integral(*args, gt="undecayed"),
+                                ["ground-truth weight is not decayed"]),
+    "integral/gt-decayed-too": ("integral", lambda *args: _integral(*args, gt="decayed"),
+                                ["applied to the ground-truth term too"]),
+    "integral/no-decay": ("integral", lambda *args: _integral(*args, variant="no-decay"), ["decay is not applied"]),
+    "integral/linear-backwards": ("integral", lambda *args: _integral(*args, variant="backwards"),
+                                  ["linear decay runs backwards"]),
+    "integral/cosine-no-half": ("integral", lambda *args: _integral(*args, variant="no-half"), ["lacks its 1/2"]),
+    "integral/cosine-no-pi": ("integral", lambda *args: _integral(*args, variant="no-pi"), ["misses pi"]),
+    "integral/cosine-alone": ("integral", lambda *args: _integral(*args, variant="cos-only"), ["turns negative"]),
+    "integral/decay-twice": ("integral", lambda *args: _integral(*args, decay_twice=True), ["applied twice"]),
+    "integral/gamma-delta-swapped": ("integral", lambda *args: _integral(*args, swap_gd=True),
+                                     ["gamma and delta are swapped"]),
+    "integral/relation-missing": ("integral", lambda *args: _integral(*args, skip="relation"),
+                                  ["joint-relation term is missing"]),
+    "integral/feature-not-decayed": ("integral", lambda *args: _integral(*args, feature_decay=False),
+                                     ["feature weight beta is not decayed"]),
+    "integral/python-number": ("integral", lambda *args: float(_integral(*args)), ["returned a Python number"]),
+    "integral/detached": ("integral", lambda parts, *rest: _integral({k: v.detach() for k, v in parts.items()}, *rest),
+                          ["does not depend on the parts"]),
+    "integral/constant-added": ("integral", lambda *args: _integral(*args) + 1.0, ["value is not the weighted sum"]),
+    "integral/wrong-key": ("integral", lambda parts, *rest: parts["kd"], ["KeyError", "the keys"]),
+    "integral/library-decay_factor": ("integral", _integral_library_decay,
+                                      ["a reference function was called", "decay_factor"]),
 }
 
 
@@ -475,7 +580,7 @@ def test_every_reference_is_guarded():
                      "ikd_edu.distill.ground_truth.JointsMSELoss.forward", "ikd_edu.distill.logit.LogitDistillation.forward",
                      "ikd_edu.distill.feature.FeatureDistillation.forward",
                      "ikd_edu.distill.structure.pairwise_affinity", "ikd_edu.distill.structure.affinity_at",
-                     "ikd_edu.distill.structure.joint_relations"):
+                     "ikd_edu.distill.structure.joint_relations", "ikd_edu.distill.integral.decay_factor"):
         assert expected in names, expected
 
 

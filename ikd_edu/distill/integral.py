@@ -42,6 +42,7 @@ from torch import nn
 
 from ikd_edu.distill import registry
 from ikd_edu.distill.ground_truth import check_heatmaps, check_target_weight, joints_mse
+from ikd_edu.exercise_guard import reference
 from ikd_edu.models.simple_baseline import TAP_NAMES
 
 __all__ = ["IntegralKD", "decay_factor", "TERMS", "DECAYS"]
@@ -54,7 +55,7 @@ TERM_ALIASES: dict[str, tuple[str, ...]] = {u: registry.parts_of(u) for u in reg
 DECAYS: tuple[str, ...] = ("none", "linear", "cosine")
 
 
-
+@reference  # notebook 06's exercise: switched off while a check runs the learner's code
 def decay_factor(progress: float, schedule: str = "none") -> float:
     """``d(progress)``: 1 (``"none"``), ``1 - p`` (``"linear"``) or ``(1 + cos(pi p)) / 2`` (``"cosine"``)."""
     if schedule not in DECAYS:
