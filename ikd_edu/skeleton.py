@@ -30,6 +30,8 @@ class Skeleton:
         edges: (a, b) index pairs drawn as limbs.
         sigmas: K per-joint OKS constants (COCO's sigmas / 10 as used by pycocotools),
             or None where the dataset defines no OKS (MPII uses PCKh).
+        upper_body: joints counted as "upper body" by the half-body augmentation (HRNet's
+            ``upper_body_ids``); None = the first K // 2 (see :attr:`upper_body_joints`).
     """
 
     name: str
@@ -37,6 +39,7 @@ class Skeleton:
     flip_pairs: tuple[tuple[int, int], ...]
     edges: tuple[tuple[int, int], ...]
     sigmas: tuple[float, ...] | None = None
+    upper_body: tuple[int, ...] | None = None
     _flip_index: tuple[int, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -48,6 +51,11 @@ class Skeleton:
     @property
     def num_joints(self) -> int:
         return len(self.joints)
+
+    @property
+    def upper_body_joints(self) -> tuple[int, ...]:
+        """The half-body augmentation's upper-body joints: :attr:`upper_body`, else the first K // 2."""
+        return self.upper_body if self.upper_body is not None else tuple(range(self.num_joints // 2))
 
     @property
     def flip_index(self) -> list[int]:
@@ -103,6 +111,7 @@ COCO = Skeleton(
         0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072,
         0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089,
     ),
+    upper_body=tuple(range(11)),  # nose, eyes, ears, shoulders, elbows, wrists
 )
 
 MPII = Skeleton(
@@ -117,6 +126,7 @@ MPII = Skeleton(
         (0, 1), (1, 2), (2, 6), (6, 3), (3, 4), (4, 5), (6, 7), (7, 8), (8, 9),
         (10, 11), (11, 12), (12, 7), (7, 13), (13, 14), (14, 15),
     ),
+    upper_body=(7, 8, 9, 10, 11, 12, 13, 14, 15),  # thorax, neck, head, arms
 )
 
 SKELETONS = {"coco": COCO, "mpii": MPII}

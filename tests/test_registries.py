@@ -95,3 +95,55 @@ def test_a_registered_term_cannot_shadow_another():
     with pytest.raises(ValueError, match="already registered"):
         registry.register_term(registry.Term("structure", lambda o: None, lambda m, x, w: {}, None, 1.0))
     assert registry.user_terms() == ("logit", "feature", "structure")
+
+
+def test_a_dataset_added_through_the_registry_alone_is_trained_and_scored(synthetic_root, tmp_path):
+    """A COCO-layout set with its own skeleton and metric (PCK at half the box size), registered in the test only."""
+    import dataclasses
+
+    import numpy as np
+
+    from ikd_edu.data import registry as data_registry
+    from ikd_edu.data.coco import TopDownCocoDataset
+    from ikd_edu.errors import UserError
+    from ikd_edu.skeleton import COCO
+
+    skeleton = dataclasses.replace(COCO, name="toy", upper_body=(0, 1, 2, 3, 4))
+    built, scored = [], []
+
+    def build(cfg, train, ann, images, common):
+        built.append(train)
+        return TopDownCocoDataset(ann, images, skeleton=skeleton, **common)
+
+    def score(pred, dataset, results_path=None):
+        gt = dataset.rec_joints[pred["index"]]  # (N, K, 3)
+        radius = 0.5 * np.sqrt(dataset.rec_gt_area[pred["index"]])[:, None]  # (N, 1)
+        hit = np.linalg.norm(pred["keypoints"] - gt[..., :2], axis=-1) <= radius
+        value = float(hit[gt[..., 2] > 0].mean())
+        scored.append((len(pred["index"]), value))
+        return {"PCKbox": value}
+
+    spec = data_registry.DatasetSpec("toy", build, skeleton, score, "PCKbox")
+    out = tmp_path / "toy-data"
+    overrides = tiny(synthetic_root, out, **{"data.dataset": "toy"})
+    with data_registry.registered_dataset(spec):
+        cfg = load_config("quick", overrides, role="teacher")
+        assert cfg.num_joints == 17 and engine.primary_metric(cfg) == "PCKbox"
+        summary = engine.train(cfg)
+        val = engine.build_dataset(cfg, "val")
+    assert "toy" not in data_registry.dataset_names()  # restored
+    assert built[:2] == [True, False] and val.skeleton is skeleton
+    assert len(scored) == 1 and scored[0][0] == len(val)  # one evaluation, on every validation record
+    assert summary["best"] == {"metric": "PCKbox", "value": scored[0][1], "step": 2}
+    assert summary["final"] == {"PCKbox": scored[0][1]}
+    with open(out / "eval.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["step", "epoch", "PCKbox"]
+    assert torch.load(out / "best.pt", weights_only=True)["best"]["metric"] == "PCKbox"
+    # the metric can fail: predictions moved far away score 0
+    pred = {"index": np.arange(len(val)), "keypoints": val.rec_joints[:, :, :2] + 1e4}
+    assert score(pred, val)["PCKbox"] == 0.0
+    pred["keypoints"] = val.rec_joints[:, :, :2]
+    assert score(pred, val)["PCKbox"] == 1.0
+    with pytest.raises(UserError, match="data.dataset: expected one of coco, mpii, synthetic"):
+        load_config("quick", overrides, role="teacher")

@@ -10,6 +10,8 @@ but ``import ikd_edu.data`` stays cheap):
 * :mod:`ikd_edu.data.images` - ``load_rgb``
 * :mod:`ikd_edu.data.check` - ``check_coco_keypoints``, ``CheckReport``
 * :mod:`ikd_edu.data.synthetic` - ``generate_synthetic``, ``ensure_synthetic``
+* :mod:`ikd_edu.data.registry` - ``DatasetSpec``, ``register_dataset``, ``get_dataset``: the
+  table of datasets (builder, skeleton, metric) that ``data.dataset`` names
 """
 from __future__ import annotations
 

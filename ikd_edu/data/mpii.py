@@ -211,3 +211,15 @@ def mpii_head_sizes(head_boxes) -> np.ndarray:
     """PCKh normaliser ``(N,)``: ``0.6 * ||(x2, y2) - (x1, y1)||`` of each head box ``(N, 4)``."""
     b = np.asarray(head_boxes, dtype=np.float64).reshape(-1, 4)
     return HEAD_SIZE_FACTOR * np.linalg.norm(b[:, 2:] - b[:, :2], axis=1)
+
+
+def pckh_metrics(pred: dict, dataset) -> dict[str, float]:
+    """PCKh@0.5 (``PCKh``) and PCKh@0.1 in % of predictions ``{"index", "keypoints (N, K, 2)"}`` with the dataset's head boxes."""
+    from ikd_edu import evaluate as E
+
+    index = pred["index"]
+    gt = dataset.rec_joints[index]  # (N, K, 3)
+    sizes = E.head_size_from_box(dataset.head_boxes[index])
+    at05 = E.pckh(pred["keypoints"], gt[..., :2], gt[..., 2], sizes, threshold=0.5)
+    at01 = E.pckh(pred["keypoints"], gt[..., :2], gt[..., 2], sizes, threshold=0.1)
+    return {"PCKh": at05["mean"], "PCKh@0.1": at01["mean"]}

@@ -33,12 +33,6 @@ from ikd_edu.skeleton import Skeleton
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# Joints counted as "upper body" by the half-body augmentation (HRNet's upper_body_ids).
-UPPER_BODY_JOINTS: dict[str, tuple[int, ...]] = {
-    "coco": tuple(range(11)),  # nose, eyes, ears, shoulders, elbows, wrists
-    "mpii": (7, 8, 9, 10, 11, 12, 13, 14, 15),  # thorax, neck, head, arms
-}
-
 #: Which labelled joints keep their target weight after the crop (``data.target_weight_rule``):
 #:
 #: * ``"reference"`` (default): every labelled joint stays visible here; the codec then gives
@@ -136,7 +130,7 @@ def half_body_transform(
 ) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
     """HRNet's half-body box: a centre/scale around the upper or the lower body joints.
 
-    The labelled joints are split into upper body (:data:`UPPER_BODY_JOINTS`) and the rest.
+    The labelled joints are split into upper body (``skeleton.upper_body_joints``) and the rest.
     The upper half is chosen when ``randn < 0.5`` (sic, the reference draws a normal, so
     p ~= 0.69) and it has more than 2 joints, else the lower half if it has more than 2,
     else the upper half. The box around the chosen joints is padded to ``aspect_ratio``
@@ -151,7 +145,7 @@ def half_body_transform(
     """
     j = np.asarray(joints, dtype=np.float64)[:, :2]
     v = np.asarray(visible) > 0
-    upper_ids = UPPER_BODY_JOINTS.get(skeleton.name, tuple(range(skeleton.num_joints // 2)))
+    upper_ids = skeleton.upper_body_joints
     is_upper = np.zeros(len(j), dtype=bool)
     is_upper[list(upper_ids)] = True
     upper, lower = j[v & is_upper], j[v & ~is_upper]

@@ -10,6 +10,7 @@ Read in this order (each file's docstring holds its formula, in the notebooks' s
 ``feature.py``         ``FeatureDistillation``: 1x1 adapter + MSE, or attention transfer
 ``structure.py``       ``pairwise_affinity``, ``joint_relations``, ``StructureDistillation``
 ``integral.py``        ``IntegralKD``: all of the above, weighted, with optional decay
+``registry.py``        the table of terms IntegralKD, the config and the CLI read
 =====================  ==========================================================
 """
 from __future__ import annotations

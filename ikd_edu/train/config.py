@@ -198,8 +198,10 @@ class Config:
     # ---- derived values ----------------------------------------------------------------
     @property
     def num_joints(self) -> int:
-        """K: 16 for MPII, 17 for COCO and the synthetic set."""
-        return 16 if self.data.dataset == "mpii" else 17
+        """K: the dataset's skeleton's (:mod:`ikd_edu.data.registry`): 16 for MPII, 17 for COCO and the synthetic set."""
+        from ikd_edu.data.registry import get_dataset
+
+        return get_dataset(self.data.dataset).num_joints
 
     @property
     def is_distillation(self) -> bool:
@@ -222,7 +224,7 @@ class Config:
 # --------------------------------------------------------------------------------------
 CHOICES: dict[str, tuple[str, ...]] = {
     "role": ("teacher", "student"),
-    "data.dataset": ("coco", "mpii", "synthetic"),
+    "data.dataset": (),  # the names in ikd_edu/data/registry.py (read when validating)
     "data.target_weight_rule": ("reference", "inside-crop"),
     "data.channel_order": ("rgb", "bgr"),
     "distill.decay": ("none", "linear", "cosine"),
@@ -319,52 +321,67 @@ def _convert(key: str, value: Any, tp) -> Any:
             return str(value)
         raise bad()
     if origin is tuple:
-        n = len(typing.get_args(tp))
-        if isinstance(value, str):
-            parts = re.split(r"[x,\s]+", value.strip().lower().strip("()[]"))
-            parts = [p for p in parts if p]
-        elif isinstance(value, (list, tuple)):
-            parts = list(value)
-        else:
-            raise bad()
-        if len(parts) != n:
-            raise bad()
-        try:
-            out = tuple(_convert(key, p, int) for p in parts)
-        except UserError:
-            raise bad() from None
-        if min(out) < 1:
-            raise UserError(f"{key}: sizes must be positive, got {value!r}")
-        return out
+        return _convert_tuple(key, value, tp, bad)
     if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if isinstance(value, str):
-            text = value.strip().strip("[]")
-            parts = [p.strip() for p in text.split(",") if p.strip()] if text and text.lower() != "none" else []
-        elif isinstance(value, (list, tuple)):
-            parts = list(value)
-        elif value is None:
-            parts = []
-        else:
-            raise bad()
-        try:
-            return [_convert(key, p, item_tp) for p in parts]
-        except UserError:
-            raise bad() from None
+        return _convert_list(key, value, tp, bad)
     if origin is dict:
-        if value is None:
-            return {}
-        if isinstance(value, str):
-            import yaml
-
-            try:
-                value = yaml.safe_load(value) if value.strip() else {}
-            except yaml.YAMLError:
-                raise bad() from None
-        if not isinstance(value, dict):
-            raise bad()
-        return {str(k): v for k, v in value.items()}
+        return _convert_dict(value, bad)
     raise bad()
+
+
+def _convert_tuple(key: str, value: Any, tp, bad) -> tuple:
+    """``"256x192"`` / ``[256, 192]`` -> ``(256, 192)`` (positive integers, as many as ``tp`` has)."""
+    n = len(typing.get_args(tp))
+    if isinstance(value, str):
+        parts = re.split(r"[x,\s]+", value.strip().lower().strip("()[]"))
+        parts = [p for p in parts if p]
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        raise bad()
+    if len(parts) != n:
+        raise bad()
+    try:
+        out = tuple(_convert(key, p, int) for p in parts)
+    except UserError:
+        raise bad() from None
+    if min(out) < 1:
+        raise UserError(f"{key}: sizes must be positive, got {value!r}")
+    return out
+
+
+def _convert_list(key: str, value: Any, tp, bad) -> list:
+    """``"a,b"`` / ``[a, b]`` / ``none`` -> a list of ``tp``'s item type."""
+    (item_tp,) = typing.get_args(tp)
+    if isinstance(value, str):
+        text = value.strip().strip("[]")
+        parts = [p.strip() for p in text.split(",") if p.strip()] if text and text.lower() != "none" else []
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    elif value is None:
+        parts = []
+    else:
+        raise bad()
+    try:
+        return [_convert(key, p, item_tp) for p in parts]
+    except UserError:
+        raise bad() from None
+
+
+def _convert_dict(value: Any, bad) -> dict:
+    """A mapping, or YAML text of one (``"{widths: [8, 8]}"``); None = empty."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        import yaml
+
+        try:
+            value = yaml.safe_load(value) if value.strip() else {}
+        except yaml.YAMLError:
+            raise bad() from None
+    if not isinstance(value, dict):
+        raise bad()
+    return {str(k): v for k, v in value.items()}
 
 
 def _hints(cls) -> dict[str, Any]:
@@ -566,7 +583,9 @@ def finalize(cfg: Config) -> Config:
 def validate(cfg: Config, check_files: bool = True) -> None:
     """Check choices, ranges and cross-field rules; raise a one-line UserError naming the key."""
     flat = dict(_flatten(config_to_dict(cfg)))
-    for key, allowed in CHOICES.items():
+    from ikd_edu.data.registry import dataset_names
+
+    for key, allowed in dict(CHOICES, **{"data.dataset": dataset_names()}).items():
         if flat[key] not in allowed:
             raise UserError(f"{key}: expected one of {', '.join(allowed)}, got {flat[key]!r}")
     for key in POSITIVE:

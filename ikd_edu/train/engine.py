@@ -83,15 +83,19 @@ def term_weight_key(term: str) -> str:
 # 1. Data
 # ======================================================================================
 def build_dataset(cfg: Config, split: str, progress: bool = False):
-    """The train (augmented) or val dataset of ``cfg.data``; generates the synthetic set if needed."""
-    d = cfg.data
-    root = Path(d.root)
-    if d.dataset == "synthetic":
-        from ikd_edu.data.synthetic import ensure_synthetic
+    """The train (augmented) or val dataset of ``cfg.data`` (:mod:`ikd_edu.data.registry`).
 
+    A dataset with a ``prepare`` step (the synthetic set: generated if needed) runs it on
+    rank 0 first, the other ranks wait.
+    """
+    from ikd_edu.data.registry import get_dataset
+
+    d = cfg.data
+    spec = get_dataset(d.dataset)
+    root = Path(d.root)
+    if spec.prepare is not None:
         if D.dist_env().is_main:
-            ensure_synthetic(root, d.synthetic_images, seed=d.synthetic_seed, val_images=d.synthetic_val_images,
-                             image_size=tuple(d.synthetic_image_size), progress=progress)
+            spec.prepare(cfg, progress)
         D.barrier()
     train = split == "train"
     ann = root / (d.train_ann if train else d.val_ann)
@@ -99,20 +103,7 @@ def build_dataset(cfg: Config, split: str, progress: bool = False):
     common = dict(input_size=tuple(d.input_size), heatmap_size=tuple(d.heatmap_size), sigma=d.sigma, train=train,
                   augment=d.augment if train else None, unbiased_encoding=d.unbiased_encoding,
                   target_weight_rule=d.target_weight_rule, channel_order=d.channel_order)
-    if d.dataset == "mpii":
-        from ikd_edu.data.mpii import TopDownMpiiDataset
-
-        return TopDownMpiiDataset(ann, images, **common)
-    from ikd_edu.data.coco import TopDownCocoDataset
-
-    det = None
-    if not train and d.val_det_file:
-        det = Path(d.val_det_file)
-        det = det if det.is_absolute() or det.is_file() else root / det
-        if not det.is_file():
-            raise UserError(f"data.val_det_file: detection file {det} not found; set data.val_det_file='' "
-                            "to evaluate with ground-truth boxes")
-    return TopDownCocoDataset(ann, images, det_file=det, **common)
+    return spec.build(cfg, train, ann, images, common)
 
 
 def train_indices(cfg: Config, dataset) -> np.ndarray:
@@ -436,35 +427,22 @@ def coco_subset(coco, image_ids):
 
 
 def score_predictions(pred: dict[str, np.ndarray], dataset, cfg: Config, results_path: Path | None = None) -> dict:
-    """COCO keypoint AP (or MPII PCKh) of merged predictions; optionally writes the COCO results JSON.
+    """The dataset's metrics of merged predictions (:mod:`ikd_edu.data.registry`); may write the results JSON.
 
     COCO / synthetic: rescoring + OKS-NMS + pycocotools (:mod:`ikd_edu.evaluate`), metrics in
-    0..1. MPII: PCKh@0.5 (``PCKh``) and PCKh@0.1 in %, with the dataset's head boxes.
+    0..1, results JSON written to ``results_path``. MPII: PCKh@0.5 (``PCKh``) and PCKh@0.1 in %,
+    with the dataset's head boxes.
     """
-    from ikd_edu import evaluate as E
+    from ikd_edu.data.registry import get_dataset
 
-    if cfg.data.dataset == "mpii":
-        index = pred["index"]
-        gt = dataset.rec_joints[index]  # (N, K, 3)
-        sizes = E.head_size_from_box(dataset.head_boxes[index])
-        at05 = E.pckh(pred["keypoints"], gt[..., :2], gt[..., 2], sizes, threshold=0.5)
-        at01 = E.pckh(pred["keypoints"], gt[..., :2], gt[..., 2], sizes, threshold=0.1)
-        return {"PCKh": at05["mean"], "PCKh@0.1": at01["mean"]}
-    results = E.keypoints_to_coco_results(pred["image_id"], pred["keypoints"], pred["maxvals"], pred["box_score"],
-                                          pred["area"], sigmas=dataset.skeleton.sigmas_array())
-    if results_path is not None:
-        write_json(results_path, results, indent=None)
-    coco = dataset.coco
-    image_ids = np.unique(pred["image_id"])
-    if len(image_ids) < len(coco.getImgIds()):
-        coco = coco_subset(coco, image_ids)
-    metrics = E.coco_keypoint_eval(coco, results, sigmas=dataset.skeleton.sigmas_array())
-    return {k: float(v) for k, v in metrics.items()}
+    return get_dataset(cfg.data.dataset).score(pred, dataset, results_path)
 
 
 def primary_metric(cfg: Config) -> str:
-    """The metric that picks ``best.pt``: ``AP`` (COCO, synthetic) or ``PCKh`` (MPII)."""
-    return "PCKh" if cfg.data.dataset == "mpii" else "AP"
+    """The metric that picks ``best.pt``: ``AP`` (COCO, synthetic) or ``PCKh`` (MPII); the registry's."""
+    from ikd_edu.data.registry import get_dataset
+
+    return get_dataset(cfg.data.dataset).metric
 
 
 # ======================================================================================
