@@ -222,13 +222,43 @@ def print_environment() -> None:
 # --------------------------------------------------------------------------------------
 # Data, configs, runs
 # --------------------------------------------------------------------------------------
-def data_root(mode: Mode) -> Path:
-    """The synthetic set of this mode (generated on first use, a few seconds in quick mode)."""
+def data_root(mode: Mode, progress: bool = False) -> Path:
+    """The synthetic set of this mode (generated on first use: 20-90 s on 2 CPU cores in quick mode).
+
+    ``progress=True`` shows a tqdm bar while images are drawn (nothing when the set is reused).
+    """
     from ikd_edu.data.synthetic import ensure_synthetic
 
     s = mode.settings
     root = course_dir() / f"data-{s['images']}"
-    return ensure_synthetic(root, s["images"], seed=0, val_images=s["val_images"], progress=False)
+    return ensure_synthetic(root, s["images"], seed=0, val_images=s["val_images"], progress=progress)
+
+
+def run_overrides(mode: Mode, role: str, steps: int) -> list[str]:
+    """The ``--set`` overrides of this mode's runs on the ``quick`` preset (all but the terms and the folder).
+
+    The same list drives :func:`config` and the capstone's ``ikd-edu ablation`` command line, so
+    both train students the same way: ``settings['label_subset']`` labelled images, flip-only
+    augmentation, the teacher-output and crop caches, the released teacher.
+    """
+    from ikd_edu.train.config import flip_only_overrides
+
+    s = mode.settings
+    base = [
+        f"data.root={data_root(mode)}", f"data.synthetic_images={s['images']}",
+        f"data.synthetic_val_images={s['val_images']}", f"data.num_workers={s['num_workers']}",
+        f"optim.batch_size={s['batch_size']}", f"optim.steps={steps}", f"run.eval_every={steps}",
+        f"run.ckpt_every={min(steps, 250)}", "run.tensorboard=false", "run.progress=off",
+        f"run.log_every={max(1, steps // 4)}", f"run.device={mode.device}",
+    ]
+    if role == "student":
+        base += [
+            f"data.label_subset={s['label_subset']}", "data.subset_seed=0",
+            *flip_only_overrides(),
+            "distill.teacher_cache=true", "data.cache_crops=true",
+            f"model.teacher_checkpoint={teacher_checkpoint(mode)}",
+        ]
+    return base
 
 
 def config(mode: Mode, role: str, terms: Sequence[str] = (), name: str | None = None,
@@ -241,7 +271,7 @@ def config(mode: Mode, role: str, terms: Sequence[str] = (), name: str | None = 
     distillation visible).
     ``name`` defaults to ``teacher`` / ``student-labels`` / ``student-logit+feature`` ...
     """
-    from ikd_edu.train.config import flip_only_overrides, load_config
+    from ikd_edu.train.config import load_config
 
     s = mode.settings
     terms = list(terms)
@@ -249,20 +279,9 @@ def config(mode: Mode, role: str, terms: Sequence[str] = (), name: str | None = 
         raise ValueError("a teacher is trained on labels only; pass terms=() for role='teacher'")
     steps = int(steps or (s["teacher_steps"] if role == "teacher" else s["student_steps"]))
     run_dir = course_dir() / mode.name
-    base = [
-        f"data.root={data_root(mode)}", f"data.synthetic_images={s['images']}",
-        f"data.synthetic_val_images={s['val_images']}", f"data.num_workers={s['num_workers']}",
-        f"optim.batch_size={s['batch_size']}", f"optim.steps={steps}", f"run.eval_every={steps}",
-        f"run.ckpt_every={min(steps, 250)}", "run.tensorboard=false", "run.progress=off",
-        f"run.log_every={max(1, steps // 4)}", f"run.device={mode.device}",
-    ]
+    base = run_overrides(mode, role, steps)
     if role == "student":
-        base += [
-            f"data.label_subset={s['label_subset']}", "data.subset_seed=0",
-            *flip_only_overrides(),
-            f"distill.terms={','.join(terms) if terms else 'none'}", "distill.teacher_cache=true", "data.cache_crops=true",
-            f"model.teacher_checkpoint={teacher_checkpoint(mode)}",
-        ]
+        base.insert(-3, f"distill.terms={','.join(terms) if terms else 'none'}")
     cfg_probe = load_config("quick", base + list(overrides), role=role, check_files=False)
     folder = name or cfg_probe.variant_name()
     return load_config("quick", base + [f"run.out_dir={run_dir / folder}"] + list(overrides), role=role,

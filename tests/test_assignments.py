@@ -25,7 +25,8 @@ from ikd_edu import assignments, exercises
 from ikd_edu.cli import main as cli_main
 
 SOURCES = assignments.find_assignments(NOTEBOOK_DIR)
-EXPECTED = {"01", "03", "04", "05", "06"}  # the notebooks with exercises (solution cells)
+EXPECTED = {"01", "03", "04", "05", "06"}  # the notebooks with code exercises (solution + check cells)
+TEXT_STUB = "YOUR ANSWER HERE"  # what nbgrader's ClearSolutions puts in a written answer
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 #: modules whose reference implementations a learner could wrap: not imported before the exercises
@@ -66,22 +67,42 @@ def _without_hidden_tests(source: str) -> str:
     return (before + rest.split(HIDDEN_END, 1)[1]).rstrip("\n")
 
 
+def _code_checks(nb) -> list:
+    return [c for c in nb.cells if _grader(c).get("grade") and c.cell_type == "code"]
+
+
 def _check_cell_ids(nb) -> list[str]:
     return [_grader(c)["grade_id"] for c in nb.cells if _grader(c).get("grade")]
 
 
 def test_every_assignment_notebook_is_found():
     assert {p.name[:2] for p in SOURCES} >= EXPECTED, [p.name for p in SOURCES]
+    assert {p.name[:2] for p in SOURCES if _code_checks(nbformat.read(p, as_version=4))} == EXPECTED
     for path in SOURCES:
         nb = nbformat.read(path, as_version=4)
-        solutions = [c for c in nb.cells if _grader(c).get("solution")]
-        checks = [c for c in nb.cells if _grader(c).get("grade")]
-        assert solutions and len(checks) >= len(solutions), path.name
+        solutions = [c for c in nb.cells if _grader(c).get("solution") and c.cell_type == "code"]
+        checks = _code_checks(nb)
+        if path.name[:2] in EXPECTED:  # the capstone's solution cell is graded by hand, with its report
+            assert len(checks) >= len(solutions), path.name
         for cell in checks:
             assert _grader(cell)["locked"] and _grader(cell)["points"] > 0, (path.name, _grader(cell))
             assert "from ikd_edu.exercises import check_" in cell.source, (path.name, cell.source)
         for cell in solutions:
             assert BEGIN in cell.source and END in cell.source, (path.name, cell.source)
+
+
+def test_every_notebook_has_written_questions():
+    """1-2 manually graded answer cells per course notebook (markdown solution cells with points)."""
+    notebooks = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+    for path in notebooks:
+        nb = nbformat.read(path, as_version=4)
+        written = [c for c in nb.cells if c.cell_type == "markdown" and _grader(c).get("solution")]
+        assert 1 <= len(written) <= 2, (path.name, len(written))
+        for cell in written:
+            g = _grader(cell)
+            assert g["grade"] and g["points"] > 0 and not g["locked"] and not g["task"], (path.name, g)
+            assert BEGIN in cell.source and END in cell.source, (path.name, cell.source)
+    assert {p for p in notebooks} <= set(SOURCES), "every notebook with a written question is an assignment"
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=[p.stem for p in SOURCES])
@@ -99,7 +120,10 @@ def test_every_check_cell_has_hidden_tests(path):
 def test_no_reference_import_before_the_exercises(path):
     """A one-line wrapper needs the reference in scope: no code cell before the last check imports it."""
     nb = nbformat.read(path, as_version=4)
-    last = max(i for i, c in enumerate(nb.cells) if _grader(c).get("grade") and c.cell_type == "code")
+    checks = [i for i, c in enumerate(nb.cells) if _grader(c).get("grade") and c.cell_type == "code"]
+    if not checks:
+        return  # written questions only: nothing to wrap
+    last = max(checks)
     for i, cell in enumerate(nb.cells[:last]):
         if cell.cell_type == "code":
             for module in REFERENCE_MODULES:
@@ -127,7 +151,10 @@ def test_build_writes_student_versions_without_solutions(student_dir):
         assert BEGIN not in text and END not in text, src.name
         for before, after in zip(source_nb.cells, student_nb.cells):
             assert not after.get("outputs"), f"{src.name}: outputs left in the student version"
-            if _grader(before).get("solution"):
+            if _grader(before).get("solution") and before.cell_type == "markdown":
+                assert TEXT_STUB in after.source and BEGIN not in after.source, (src.name, after.source)
+                assert after.metadata.get("deletable") is False
+            elif _grader(before).get("solution"):
                 assert assignments.STUB in after.source, (src.name, after.source)
                 for line in _solution_lines(before):
                     assert line not in after.source, f"{src.name}: solution line {line!r} survived"
@@ -213,7 +240,7 @@ def test_nbgrader_generate_assignment_on_the_sources(tmp_path):
     for path in SOURCES:
         released = nbformat.read(release / path.name, as_version=4)
         text = "\n".join(c.source for c in released.cells)
-        assert BEGIN not in text and "raise NotImplementedError()" in text, path.name
+        assert BEGIN not in text and ("raise NotImplementedError()" in text or TEXT_STUB in text), path.name
         source_nb = nbformat.read(path, as_version=4)
         assert HIDDEN_BEGIN not in text, f"{path.name}: a hidden test in nbgrader's release"
         assert not any(c.get("outputs") for c in released.cells), f"{path.name}: outputs in nbgrader's release"
@@ -226,7 +253,7 @@ def test_nbgrader_generate_assignment_on_the_sources(tmp_path):
 # ------------------------------------------------------------------------------------------ (c)
 def _through_last_check(nb):
     """The notebook up to and including its last check cell (the exercises come before the training)."""
-    last = max(i for i, c in enumerate(nb.cells) if _grader(c).get("grade"))
+    last = max(i for i, c in enumerate(nb.cells) if _grader(c).get("grade") and c.cell_type == "code")
     nb.cells = nb.cells[: last + 1]
     return nb
 
@@ -240,13 +267,16 @@ def _stream_text(cell) -> str:
     return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
 
 
-@pytest.mark.parametrize("name", [p.name for p in SOURCES], ids=[p.stem for p in SOURCES])
+CODE_SOURCES = [p for p in SOURCES if p.name[:2] in EXPECTED]
+
+
+@pytest.mark.parametrize("name", [p.name for p in CODE_SOURCES], ids=[p.stem for p in CODE_SOURCES])
 def test_student_version_checks_say_not_written_yet(name, student_dir, course_env, tmp_path):
     nb = _through_last_check(nbformat.read(student_dir / name, as_version=4))
     path = tmp_path / name
     nbformat.write(nb, path)
     executed, _ = execute(path, course_env, allow_errors=True)
-    checks = [c for c in executed.cells if _grader(c).get("grade")]
+    checks = _code_checks(executed)
     assert checks
     for cell in checks:
         error = _error_text(cell)
@@ -261,7 +291,7 @@ def test_solutions_pass_their_checks_and_a_wrong_answer_is_diagnosed(course_env,
     """The instructor's exercise cells, all in one kernel; then a typical wrong answer to notebook 03's exercise."""
     cells = []
     for path in SOURCES:
-        cells += [c for c in nbformat.read(path, as_version=4).cells if _grader(c)]
+        cells += [c for c in nbformat.read(path, as_version=4).cells if _grader(c) and c.cell_type == "code"]
     wrong = nbformat.v4.new_code_cell(
         "def logit_kd(student_hm, teacher_hm, target, target_weight, alpha):\n"
         "    w = target_weight[:, :, None, None]\n"
@@ -274,7 +304,7 @@ def test_solutions_pass_their_checks_and_a_wrong_answer_is_diagnosed(course_env,
     path = tmp_path / "solutions.ipynb"
     nbformat.write(nb, path)
     executed, _ = execute(path, course_env, allow_errors=True)
-    checks = [c for c in executed.cells if _grader(c).get("grade")]
+    checks = _code_checks(executed)
     assert len(checks) >= len(EXPECTED)
     for cell in checks:
         assert not _error_text(cell), (_grader(cell)["grade_id"], _error_text(cell))
