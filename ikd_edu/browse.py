@@ -774,14 +774,6 @@ def static_gallery(data: BrowseData, view: str = "student-fails-teacher-succeeds
 
 
 # --------------------------------------------------------------------------- CLI
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"--input must be HxW like 128x96, got {text!r}") from None
-    return h, w
-
-
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="COCO-format folder (default: data/synthetic)")
     parser.add_argument("--split", default="val", help="split to browse (default: val)")
@@ -833,7 +825,9 @@ def _save_gallery(data: BrowseData, path: str) -> Path:
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    input_size = _parse_size(args.input)
+    from ikd_edu.validate import parse_size
+
+    input_size = parse_size(args.input, "--input")
     try:  # probe first: the fallback is known (and said) before the slow data and model work
         check_app_available()
         unavailable = None
