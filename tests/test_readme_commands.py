@@ -43,7 +43,7 @@ def test_readme_lists_the_app_command():
 
 @pytest.fixture(scope="module")
 def quickstart_cwd(tmp_path_factory) -> Path:
-    from ikd_edu.train import quickstart as Q
+    from ikd_edu.apps import quickstart as Q
 
     cwd = tmp_path_factory.mktemp("readme")
     Q.run_quickstart(cwd / "runs" / "quickstart", seed=0, fast=True)

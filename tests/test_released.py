@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ikd_edu.errors import UserError
-from ikd_edu.train import quickstart as Q
+from ikd_edu.apps import quickstart as Q
 from ikd_edu.train import released as R
 
 REPO = Path(__file__).resolve().parent.parent

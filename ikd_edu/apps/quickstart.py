@@ -35,8 +35,8 @@ heatmaps and features carry what it learnt from the other 7,500 images.
 
 Speed: the teacher is frozen, so its outputs are computed once for every training crop and
 once for its mirror image (``distill.teacher_cache``, see
-:class:`ikd_edu.train.engine.TeacherCache`): the exact targets of a forward pass, stored. With the teacher run on every batch a KD step
-on the CPU costs ~3x a plain one; with the cache, ~1.2x plus a one-off pass over the crops.
+:class:`ikd_edu.train.engine.TeacherCache`): the exact targets of a forward pass, stored, so a
+KD step costs little more than a plain one (figures: benchmarks/README.md).
 With flip-only augmentation the students' crops themselves are also cut and encoded once
 (``data.cache_crops``, :class:`ikd_edu.train.engine.CropCache`): the same batches, without
 re-cutting them on every step.
@@ -53,6 +53,7 @@ import sys
 import time
 from pathlib import Path
 
+from ikd_edu.apps.ablation import mean_std
 from ikd_edu.errors import UserError
 
 #: student variants, in training order: name -> distillation terms. The labels-only and IKD
@@ -465,7 +466,7 @@ def profile_models(out: Path, cfg, fast: bool) -> dict[str, dict]:
 
         model = build_model(name, num_joints=cfg.num_joints).eval()
         # batch 1 on one thread: with OMP_WAIT_POLICY=PASSIVE (ikd_edu/__init__.py) a second
-        # thread has to be woken for every small op, which doubles batch-1 latency (6.8 -> 13.6 ms)
+        # thread has to be woken for every small op
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
@@ -508,8 +509,7 @@ def summarize_seeds(all_seeds: dict[int, list[dict]]) -> list[dict]:
         aps = [v for v in values.values() if v is not None]
         if not aps:
             continue
-        mean = sum(aps) / len(aps)
-        std = math.sqrt(sum((a - mean) ** 2 for a in aps) / (len(aps) - 1)) if len(aps) > 1 else 0.0
+        mean, std = mean_std(aps)
         out.append({"name": name, "AP_mean": mean, "AP_std": std, "n": len(aps),
                     "AP_per_seed": {str(k): v for k, v in values.items()}})
     return out
