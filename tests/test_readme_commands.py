@@ -58,6 +58,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", readme_commands_using_quickstart_files())
 def test_readme_command_runs_as_written(command, quickstart_cwd):
     argv = shlex.split(command, comments=True)
