@@ -40,6 +40,7 @@ def test_card_describes_the_file():
     assert R.card_mismatch(card, t_cfg, None) == []
 
 
+@pytest.mark.slow
 def test_released_teacher_reaches_its_card_ap(tmp_path, val_data):
     """Loaded, checked and evaluated on the synthetic validation set: the card's AP to +-0.3 AP."""
     card = R.load_card()
