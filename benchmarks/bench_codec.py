@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ikd_edu.codec import decode_heatmaps, default_dark_kernel, encode_heatmaps
+from ikd_edu.validate import parse_size
 
 # --------------------------------------------------------------------------- loop versions
 
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=50, help="timed runs per cell (best is reported)")
     args = parser.parse_args(argv)
     all_threads = torch.get_num_threads()
-    h, w = (int(v) for v in args.size.split("x"))
+    h, w = parse_size(args.size, "--size")
     n, k = args.batch, args.joints
     print(f"torch {torch.__version__}, default {all_threads} intra-op threads, "
           f"{len(os.sched_getaffinity(0))} CPUs; batch {n} x {k} maps at {h}x{w}, sigma {args.sigma}, "

@@ -27,11 +27,11 @@ from ikd_edu.data.coco import TopDownCocoDataset  # noqa: E402
 from ikd_edu.data.images import load_rgb  # noqa: E402
 from ikd_edu.data.synthetic import generate_synthetic  # noqa: E402
 from ikd_edu.data.transforms import top_down_sample  # noqa: E402
+from ikd_edu.validate import parse_size  # noqa: E402
 
 
 def _hw(text: str) -> tuple[int, int]:
-    h, w = (int(v) for v in text.lower().split("x"))
-    return h, w
+    return parse_size(text, "--sizes")
 
 
 def crops_per_s(ds, workers: int, max_items: int) -> float:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ikd_edu.data.synthetic import generate_synthetic  # noqa: E402
+from ikd_edu.validate import parse_size  # noqa: E402
 
 
 def bench(num_images: int, workers: int, image_size: tuple[int, int]) -> dict:
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     parser.add_argument("--size", default="192x192", help="HxW")
     args = parser.parse_args(argv)
-    H, W = (int(v) for v in args.size.lower().split("x"))
+    H, W = parse_size(args.size, "--size")
     print(f"synthetic generation, {args.images} train images (+{max(1, args.images // 16)} val), {H}x{W}")
     for workers in (int(w) for w in args.workers.split(",")):
         r = bench(args.images, workers, (H, W))

@@ -22,6 +22,7 @@ import torch
 from ikd_edu.distill import IntegralKD, JointsMSELoss
 from ikd_edu.models import build_model
 from ikd_edu.profile import count_macs, count_params
+from ikd_edu.validate import parse_size
 
 
 def bench(fn, iters: int = 30, warm: int = 10) -> float:
@@ -54,7 +55,7 @@ def main() -> int:
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     dev = torch.device("cuda")
-    H, W = (int(v) for v in a.input.lower().split("x"))
+    H, W = parse_size(a.input, "--input")
     B, K = a.batch, 17
     amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     res: dict = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "batch": B, "input": a.input,

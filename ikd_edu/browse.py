@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import os
 import sys
 from dataclasses import dataclass, field
@@ -143,6 +142,7 @@ class BrowseData:
             "oks" (N,), "joint_error" (N, K) px (NaN where v = 0)}``.
         heatmaps: name -> ``(N, h, w)`` heatmap of joint ``heatmap_joint`` (optional).
         heatmap_joint: that joint, or None. ap: name -> pycocotools metrics (``AP``, ...).
+        input_size: crop ``(H, W)`` the boxes were made for (the models' input).
     """
 
     ann_file: Path
@@ -163,6 +163,7 @@ class BrowseData:
     heatmaps: dict[str, np.ndarray] = field(default_factory=dict)
     heatmap_joint: int | None = None
     ap: dict[str, dict[str, float]] = field(default_factory=dict)
+    input_size: tuple[int, int] = (128, 96)
 
     @property
     def num_persons(self) -> int:
@@ -233,7 +234,7 @@ def load_split(data_root=None, split: str = "val", ann_file=None, image_dir=None
         image_sizes=np.asarray([[images[i]["width"], images[i]["height"]] for i in ids], dtype=np.float64),
         person_image=person_image, person_index=person_index, ann_ids=persons.ann_ids[sel],
         boxes=persons.boxes[sel], gt=persons.joints[sel], areas=persons.areas[sel],
-        centers=centers.numpy(), scales=scales.numpy(), skeleton=skeleton,
+        centers=centers.numpy(), scales=scales.numpy(), skeleton=skeleton, input_size=tuple(input_size),
     )
 
 
@@ -270,18 +271,19 @@ def add_predictions(data: BrowseData, name: str, keypoints, confidence, heatmaps
         data.heatmaps[name] = np.asarray(heatmaps, dtype=np.float32)
 
 
-@torch.no_grad()
-def predict(data: BrowseData, model: torch.nn.Module, name: str, input_size=(128, 96), batch_size: int = 32,
-            decode: str = "quarter", heatmap_joint: int | None = None, device=None) -> None:
+def predict(data: BrowseData, model: torch.nn.Module, name: str, input_size=None, batch_size: int = 32,
+            decode: str = "quarter", heatmap_joint: int | None = None, device=None, flip_test: bool = False) -> None:
     """Run a pose model on every GT-box crop of ``data`` and store its predictions as ``name``.
 
-    Crops come from :class:`ikd_edu.data.coco.TopDownCocoDataset` (no augmentation), heatmaps are
-    decoded with :func:`ikd_edu.codec.decode_to_image` (``decode`` method). The model is put
-    in eval mode for the pass and its mode restored.
+    Crops come from :class:`ikd_edu.data.coco.TopDownCocoDataset` (no augmentation) at
+    ``input_size`` (default: the size ``data`` was loaded for), in the channel order the
+    model records (``model.input_channels``); the pass is :func:`ikd_edu.inference.predict`
+    (``decode`` method, flip test off unless ``flip_test``).
     """
-    from ikd_edu.codec import decode_to_image
     from ikd_edu.data.coco import TopDownCocoDataset
+    from ikd_edu.inference import predict as predict_crops
 
+    input_size = tuple(input_size or data.input_size)
     heatmap_size = (input_size[0] // 4, input_size[1] // 4)
     # feed the channel order the weights expect (official SimpleBaseline checkpoints: BGR)
     crops = TopDownCocoDataset(data.ann_file, data.image_dir, input_size=input_size, heatmap_size=heatmap_size,
@@ -294,29 +296,11 @@ def predict(data: BrowseData, model: torch.nn.Module, name: str, input_size=(128
     key = {(int(i), tuple(np.round(j.ravel(), 3))): r for r, (i, j) in enumerate(zip(crops.rec_image_id, crops.rec_joints))}
     order = [key[(int(data.image_ids[data.person_image[p]]), tuple(np.round(data.gt[p].ravel(), 3)))]
              for p in range(data.num_persons)]
-    param = next(model.parameters(), None)
-    device = torch.device(device) if device is not None else (param.device if param is not None else torch.device("cpu"))
-    was_training = model.training
-    model.eval()
-    kps, confs, maps = [], [], []
-    try:
-        for a in range(0, len(order), batch_size):
-            items = [crops[r] for r in order[a: a + batch_size]]
-            images = torch.stack([it["image"] for it in items]).to(device)  # (B, 3, H, W)
-            heatmaps = model(images).float()  # (B, K, h, w)
-            center = torch.stack([it["center"] for it in items]).double()
-            scale = torch.stack([it["scale"] for it in items]).double()
-            coords, maxvals = decode_to_image(heatmaps.cpu(), center, scale, method=decode)
-            kps.append(coords.numpy())
-            confs.append(maxvals.numpy())
-            if heatmap_joint is not None:
-                maps.append(heatmaps[:, heatmap_joint].cpu().numpy())
-    finally:
-        model.train(was_training)
+    pred = predict_crops(model, crops, order, device=device, flip_test=flip_test, decode=decode,
+                         batch_size=batch_size, num_workers=0, heatmap_joint=heatmap_joint)
     if heatmap_joint is not None:
         data.heatmap_joint = int(heatmap_joint)
-    add_predictions(data, name, np.concatenate(kps), np.concatenate(confs),
-                    np.concatenate(maps) if heatmap_joint is not None else None)
+    add_predictions(data, name, pred["keypoints"], pred["maxvals"], pred.get("heatmaps"))
 
 
 def pycocotools_ap(data: BrowseData, name: str) -> dict[str, float]:
@@ -324,19 +308,10 @@ def pycocotools_ap(data: BrowseData, name: str) -> dict[str, float]:
 
     The GT is restricted to ``data``'s images (so ``max_images`` gives a fair AP).
     """
-    from pycocotools.coco import COCO as PyCOCO
-
     from ikd_edu.data.coco import load_coco_json
-    from ikd_edu.evaluate import coco_keypoint_eval, keypoints_to_coco_results
+    from ikd_edu.evaluate import coco_keypoint_eval, coco_subset, keypoints_to_coco_results
 
-    gt = load_coco_json(data.ann_file)
-    ids = set(data.image_ids.tolist())
-    gt = dict(gt, images=[im for im in gt["images"] if im.get("id") in ids],
-              annotations=[a for a in gt["annotations"] if a.get("image_id") in ids])
-    coco = PyCOCO()
-    coco.dataset = gt
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
+    coco = coco_subset(load_coco_json(data.ann_file), data.image_ids)
     pred = data.predictions[name]
     areas = np.prod(data.scales, axis=1) * 200.0**2  # reference: padded box area
     results = keypoints_to_coco_results(data.image_ids[data.person_image], pred["keypoints"], pred["confidence"],
@@ -799,14 +774,6 @@ def static_gallery(data: BrowseData, view: str = "student-fails-teacher-succeeds
 
 
 # --------------------------------------------------------------------------- CLI
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"--input must be HxW like 128x96, got {text!r}") from None
-    return h, w
-
-
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="COCO-format folder (default: data/synthetic)")
     parser.add_argument("--split", default="val", help="split to browse (default: val)")
@@ -858,7 +825,9 @@ def _save_gallery(data: BrowseData, path: str) -> Path:
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    input_size = _parse_size(args.input)
+    from ikd_edu.validate import parse_size
+
+    input_size = parse_size(args.input, "--input")
     try:  # probe first: the fallback is known (and said) before the slow data and model work
         check_app_available()
         unavailable = None
@@ -870,7 +839,7 @@ def cli_main(args: argparse.Namespace) -> int:
     data = load_split(args.data, args.split, max_images=args.max_images, input_size=input_size)
     if not args.no_predictions:
         for who, arch, ckpt in (("teacher", args.teacher_model, args.teacher), ("student", args.student_model, args.student)):
-            predict(data, _load_model(arch, ckpt), who, input_size=input_size, heatmap_joint=args.heatmap_joint)
+            predict(data, _load_model(arch, ckpt), who, heatmap_joint=args.heatmap_joint)
             pycocotools_ap(data, who)
     if unavailable is None:
         try:

@@ -27,8 +27,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("profile",): ("ikd_edu.profile", "params, true MACs and latency of models"),
     ("train", "teacher"): ("ikd_edu.train.commands", "train a teacher on ground truth"),
     ("train", "student"): ("ikd_edu.train.commands", "train a student, optionally distilled"),
-    ("ablation",): ("ikd_edu.train.commands", "every distillation variant of a preset over seeds"),
-    ("quickstart",): ("ikd_edu.train.quickstart", "synthetic data -> teacher -> students -> AP table"),
+    ("ablation",): ("ikd_edu.apps.ablation", "every distillation variant of a preset over seeds"),
+    ("quickstart",): ("ikd_edu.apps.quickstart", "synthetic data -> teacher -> students -> AP table"),
     ("app",): ("ikd_edu.browse", "browse data and predictions in the FiftyOne App (127.0.0.1)"),
     ("assignments", "build"): ("ikd_edu.assignments", "student versions of the assignment notebooks (nbgrader)"),
     ("assignments", "nbgrader"): ("ikd_edu.assignments", "run nbgrader (generate_assignment, autograde ...) with "

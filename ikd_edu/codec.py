@@ -55,14 +55,10 @@ constant and returned without gradient.
 """
 from __future__ import annotations
 
-import functools
-import os
-import threading
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
+from ikd_edu import codec_fast
 from ikd_edu.exercise_guard import reference
 from ikd_edu.geometry import heatmap_to_image
 
@@ -70,7 +66,6 @@ DECODE_METHODS = ("quarter", "dark", "argmax")
 
 __all__ = [
     "DECODE_METHODS",
-    "HeatmapCodec",
     "decode_heatmaps",
     "decode_to_image",
     "default_dark_kernel",
@@ -251,172 +246,21 @@ def _blur(hm: torch.Tensor, kernel: int) -> torch.Tensor:
     return x * torch.where(nonzero, old_max / torch.where(nonzero, new_max, torch.ones_like(new_max)), torch.ones_like(new_max))
 
 
-_PARALLEL_MIN_ELEMENTS = 1 << 20  # below ~1 M values (4 MB) one thread is faster than a hand-off
-
-
-class _ArgmaxWorker:
-    """A daemon thread that runs ``np.argmax(rows, -1, out)`` when asked.
-
-    Two locks hand the job over and back (a ``ThreadPoolExecutor``'s queue and ``Future``
-    cost ~15 us more per round trip on a 2-core VM).
-    """
-
-    def __init__(self) -> None:
-        self._go, self._done = threading.Lock(), threading.Lock()
-        self._go.acquire()
-        self._done.acquire()
-        self._job: tuple[np.ndarray, np.ndarray] | None = None
-        self._error: BaseException | None = None
-        threading.Thread(target=self._loop, name="ikd-edu-argmax", daemon=True).start()
-
-    def _loop(self) -> None:
-        while True:
-            self._go.acquire()
-            try:
-                rows, out = self._job
-                np.argmax(rows, -1, out)
-            except BaseException as exc:  # handed to the caller of wait()
-                self._error = exc
-            self._done.release()
-
-    def start(self, rows: np.ndarray, out: np.ndarray) -> None:
-        self._job = (rows, out)
-        self._go.release()
-
-    def wait(self) -> bool:
-        """Block until the job is done (re-raising its exception); whether the job was still running."""
-        running = not self._done.acquire(blocking=False)
-        if running:
-            self._done.acquire()
-        self._job, error, self._error = None, self._error, None
-        if error is not None:
-            raise error
-        return running
-
-
-_WORKERS: list[_ArgmaxWorker] = []
-_WORKERS_LOCK = threading.Lock()  # one parallel argmax at a time; a concurrent caller runs on its own thread
-_CALLER_SHARE: dict[int, float] = {}  # threads -> share of the rows the calling thread takes (learned)
-
-
-def _after_fork_in_child() -> None:
-    """A forked child has the worker objects but not their threads (and maybe a held lock)."""
-    global _WORKERS_LOCK
-    _WORKERS.clear()
-    _WORKERS_LOCK = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _argmax_rows_numpy(flat: np.ndarray) -> np.ndarray:
-    """``flat (M, L)`` -> first-maximum index ``(M,)`` int64, rows split over ``torch.get_num_threads()``.
-
-    NumPy's SIMD argmax releases the GIL, so row blocks run in parallel threads: one pass
-    over memory is most of the cost of decoding (13 MB for 64 x 17 maps of 64 x 48) and one
-    core alone cannot read it as fast as two can. (``torch.argmax`` is not vectorised on
-    CPUs in torch 2.14: 2.8 ms here, 7x NumPy's 0.40 ms on one thread.)
-
-    Balanced by measurement. Waking a sleeping thread costs the waker ~22 us on a 2-core VM
-    (the other vCPU is halted) and the worker starts ~30 us after the call; a caller that
-    then has to wait for a worker pays another wake-up (~45 us) on top of the gap, while a
-    caller that ends last pays only the gap. So the caller's share of the rows is tuned, call
-    by call, until it waits in about one call in ten (stochastic quantile tracking: +0.009
-    after a wait, -0.001 otherwise; it settles at 0.51-0.54 of the rows on 2 cores). With
-    lock hand-offs instead of a ``ThreadPoolExecutor``: 0.305 -> 0.275 ms (best of 400;
-    median 0.335 -> 0.296) for 64 x 17 maps of 64 x 48 on 2 cores.
-    """
-    m = flat.shape[0]
-    out = np.empty(m, np.int64)
-    threads = min(torch.get_num_threads(), m, 8)
-    if threads < 2 or flat.size < _PARALLEL_MIN_ELEMENTS or not _WORKERS_LOCK.acquire(blocking=False):
-        return np.argmax(flat, -1, out)
-    lock = _WORKERS_LOCK
-    try:
-        while len(_WORKERS) < threads - 1:
-            _WORKERS.append(_ArgmaxWorker())
-        share = _CALLER_SHARE.get(threads, 1 / threads)
-        first = min(max(round(m * share), 1), m - threads + 1)  # every thread gets at least one row
-        bounds = [first + (m - first) * i // (threads - 1) for i in range(threads)]
-        workers = _WORKERS[: threads - 1]
-        for worker, a, b in zip(workers, bounds[:-1], bounds[1:]):
-            worker.start(flat[a:b], out[a:b])
-        np.argmax(flat[:first], -1, out[:first])
-        waited = any([worker.wait() for worker in workers])
-    except BaseException:  # e.g. Ctrl-C in a notebook while a worker still runs: never hand it another job
-        _WORKERS.clear()
-        raise
-    finally:
-        lock.release()
-    _CALLER_SHARE[threads] = min(max(share + 0.01 * (waited - 0.1), 0.5 / threads), 0.9)
-    return out
-
-
 def _argmax(hm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Integer argmax: ``(px, py)`` int64 ``(N, K)`` each and ``maxvals (N, K)``.
 
     The first maximum on ties, as numpy. On CPUs the index comes from NumPy's SIMD argmax
-    (:func:`_argmax_rows_numpy`); ``maxvals`` is gathered from ``hm`` either way, so it
+    (:func:`ikd_edu.codec_fast.argmax_rows`); ``maxvals`` is gathered from ``hm`` either way, so it
     stays differentiable.
     """
     n, k, h, w = hm.shape
     flat = hm.reshape(n, k, h * w)
     if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64):
-        idx = torch.from_numpy(_argmax_rows_numpy(flat.detach().numpy().reshape(n * k, h * w)).reshape(n, k))
+        idx = torch.from_numpy(codec_fast.argmax_rows(flat.detach().numpy().reshape(n * k, h * w)).reshape(n, k))
     else:
         idx = flat.detach().argmax(dim=-1)
     maxvals = flat.gather(-1, idx[..., None])[..., 0]
     return idx % w, torch.div(idx, w, rounding_mode="floor"), maxvals
-
-
-@functools.lru_cache(maxsize=8)
-def _quarter_tables(m: int, h: int, w: int, dtype: type) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Lookup tables of ``"quarter"`` decoding for ``m`` maps of ``h x w``, per pixel index ``i``:
-
-    * ``xy (2, h w)``: its ``(x, y)`` as ``dtype``;
-    * ``near (5, h w)``: the indices ``i + (1, w, -1, -w, 0)`` of its right, lower, left and
-      upper neighbours and of itself where the quarter shift applies (``1 < x < w-1``,
-      ``1 < y < h-1``), and ``i`` five times elsewhere (so the differences, and the shift, are 0);
-    * ``starts (m,)``: the index of each map's first pixel in the batch.
-    """
-    i = np.arange(h * w)
-    y, x = np.divmod(i, w)
-    inside = (x > 1) & (x < w - 1) & (y > 1) & (y < h - 1)
-    near = i + np.where(inside, np.array([1, w, -1, -w, 0])[:, None], 0)
-    return np.stack([x, y]).astype(dtype), near, np.arange(0, m * h * w, h * w)
-
-
-def _decode_quarter_numpy(hm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``"quarter"`` decoding of a contiguous CPU float tensor ``(N, K, h, w)`` in NumPy: same result as the torch path.
-
-    After the argmax the work is on ``M = N K`` scalars, where a NumPy op costs a few us (5-20
-    with the caches just flushed by the pass over the maps) and a torch op more; lookup tables
-    (:func:`_quarter_tables`) replace the divmod, the border test and the masks, and a
-    ``(5, M)`` layout keeps every op contiguous. 64 x 17 maps of 64 x 48 on 2 cores
-    (benchmarks/bench_codec.py, best of 50): 0.71 ms (torch ops) -> 0.50 (NumPy) -> 0.35-0.39
-    (tables, balanced split), of which ~0.22 is the pass over the maps.
-    """
-    n, k, h, w = hm.shape
-    m = n * k
-    flat = (hm.detach() if hm.requires_grad else hm).numpy().reshape(m, h * w)
-    idx = _argmax_rows_numpy(flat)  # (M,)
-    xy, near, starts = _quarter_tables(m, h, w, flat.dtype.type)
-    pos = near.take(idx, 1)  # (5, M): right, lower, left, upper neighbour and argmax, in each map
-    pos += starts  # ... in the batch
-    values = flat.take(pos)  # (5, M)
-    maxvals = values[4]
-    shift = np.subtract(values[:2], values[2:4], out=values[:2])  # (2, M): H[x+1] - H[x-1], H[y+1] - H[y-1]
-    np.sign(shift, out=shift)
-    shift *= 0.25
-    coords = np.add(shift.T, xy.take(idx, 1).T, order="C")  # (M, 2)
-    if not maxvals.min() > 0:  # reference mask: pred *= (maxval > 0); NaN is not > 0
-        coords[~(maxvals > 0)] = 0
-    coords_t = torch.from_numpy(coords.reshape(n, k, 2))
-    if hm.requires_grad:  # maxvals stay differentiable w.r.t. the heatmaps
-        idx_t = torch.from_numpy(idx.reshape(n, k, 1))
-        return coords_t, hm.reshape(n, k, h * w).gather(-1, idx_t)[..., 0]
-    return coords_t, torch.from_numpy(maxvals.reshape(n, k))
 
 
 def _sample(hm: torch.Tensor, px: torch.Tensor, py: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
@@ -454,7 +298,7 @@ def decode_heatmaps(
     if (method == "quarter" and isinstance(heatmaps, torch.Tensor) and heatmaps.is_cpu
             and heatmaps.dtype in (torch.float32, torch.float64) and heatmaps.dim() == 4
             and heatmaps.is_contiguous() and heatmaps.numel()):
-        return _decode_quarter_numpy(heatmaps)  # the common case in fewer torch calls (each ~3 us with cold caches)
+        return codec_fast.decode_quarter(heatmaps)  # the common case, before the checks: fewer torch calls
     if method not in DECODE_METHODS:
         raise ValueError(f"method must be one of {DECODE_METHODS}, got {method!r}")
     hm = _check_heatmaps(heatmaps)
@@ -468,7 +312,7 @@ def decode_heatmaps(
         hm = hm.contiguous()
 
     if method == "quarter" and hm.device.type == "cpu":
-        return _decode_quarter_numpy(hm)
+        return codec_fast.decode_quarter(hm)
     px, py, maxvals = _argmax(hm)  # (N, K) each
     positive = maxvals.detach() > 0  # (N, K): reference mask pred *= (maxval > 0)
     px = torch.where(positive, px, torch.zeros_like(px))
@@ -579,47 +423,3 @@ def flip_test_average(heatmaps, heatmaps_of_flipped_input, flip_index, shift: bo
     if shift:
         back = torch.cat([back[..., :1], back[..., :-1]], dim=-1)
     return (hm + back) * 0.5
-
-
-# --------------------------------------------------------------------------- codec object
-
-
-@dataclass
-class HeatmapCodec:
-    """The SimpleBaseline codec in one object (mmpose's ``MSRAHeatmap`` interface).
-
-    ``encode`` takes keypoints in *crop* (input-image) pixels and divides by the stride
-    ``feat_stride = input_size / heatmap_size`` (the reference's ``joint / feat_stride``);
-    ``decode`` returns crop pixels (heatmap px x stride). The free functions above are the
-    primary API; this only remembers the settings.
-    """
-
-    input_size: tuple[int, int] = (256, 192)  # crop (H, W)
-    heatmap_size: tuple[int, int] = (64, 48)  # heatmap (h, w)
-    sigma: float = 2.0  # Gaussian sigma in heatmap px
-    unbiased: bool = False  # DARK sub-pixel encoding
-    decode_method: str = "quarter"  # "quarter" | "dark" | "argmax"
-    dark_kernel: int | None = None  # default: default_dark_kernel(sigma)
-
-    def __post_init__(self) -> None:
-        self.input_size = _check_size(self.input_size, "input_size")
-        self.heatmap_size = _check_size(self.heatmap_size, "heatmap_size")
-        if self.decode_method not in DECODE_METHODS:
-            raise ValueError(f"decode_method must be one of {DECODE_METHODS}, got {self.decode_method!r}")
-
-    @property
-    def stride(self) -> tuple[float, float]:
-        """``(x, y)`` crop pixels per heatmap pixel (4, 4 for 256x192 -> 64x48)."""
-        return (self.input_size[1] / self.heatmap_size[1], self.input_size[0] / self.heatmap_size[0])
-
-    def encode(self, keypoints, visible) -> tuple[torch.Tensor, torch.Tensor]:
-        """Crop-pixel keypoints ``(N, K, 2)`` + ``visible (N, K)`` -> ``(heatmaps, target_weight)``."""
-        kp = _as_tensor(keypoints, "keypoints")
-        if kp.shape[-1:] == (2,):  # otherwise encode_heatmaps explains the expected shape
-            kp = kp.to(_coord_dtype(kp.device)) / kp.new_tensor(self.stride, dtype=_coord_dtype(kp.device))
-        return encode_heatmaps(kp, visible, self.heatmap_size, self.sigma, self.unbiased)
-
-    def decode(self, heatmaps) -> tuple[torch.Tensor, torch.Tensor]:
-        """Heatmaps ``(N, K, h, w)`` -> ``(keypoints (N, K, 2) in crop pixels, maxvals (N, K))``."""
-        coords, maxvals = decode_heatmaps(heatmaps, self.decode_method, self.dark_kernel, self.sigma)
-        return coords * coords.new_tensor(self.stride), maxvals

@@ -327,6 +327,25 @@ def load_coco_gt(ann_file_or_coco: Any, quiet: bool = True):
     return gt
 
 
+def coco_subset(gt: Any, image_ids: Any):
+    """A pycocotools ``COCO`` holding only the images ``image_ids`` and their annotations.
+
+    ``gt`` is a ``COCO`` or its dataset dict (the annotation JSON). Scoring predictions for a
+    subset of the images against this (not the full split) keeps the images that were not
+    predicted from counting as misses.
+    """
+    from pycocotools.coco import COCO as CocoApi
+
+    data = gt.dataset if isinstance(gt, CocoApi) else gt
+    keep = {int(i) for i in image_ids}
+    sub = CocoApi()
+    sub.dataset = {**data, "images": [im for im in data["images"] if im.get("id") in keep],
+                   "annotations": [a for a in data["annotations"] if a.get("image_id") in keep]}
+    with _quiet(True):
+        sub.createIndex()
+    return sub
+
+
 def _is_int(x: Any) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 

@@ -6,7 +6,7 @@
 * between ``<!-- quickstart-table:begin -->`` and ``<!-- quickstart-table:end -->``: from a
   quickstart's ``summary.json``, AP x 100 per seed, mean and std per variant, then every
   variant's difference from the labels-only student (and IKD's from the equal-time student)
-  with its verdict (:func:`ikd_edu.train.quickstart.verdict`);
+  with its verdict (:func:`ikd_edu.apps.quickstart.verdict`);
 * between ``<!-- notebook-table:begin -->`` and ``<!-- notebook-table:end -->``: from the
   notebook test's ``notebook-times.json`` and ``notebook-results.json``, each notebook's
   quick-mode time and the distillation results it read out.
@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ikd_edu.train.quickstart import ROW_ORDER, verdict_rows  # noqa: E402
+from ikd_edu.apps.quickstart import ROW_ORDER, verdict_rows  # noqa: E402
 
 BEGIN, END = "<!-- quickstart-table:begin -->", "<!-- quickstart-table:end -->"
 NB_BEGIN, NB_END = "<!-- notebook-table:begin -->", "<!-- notebook-table:end -->"

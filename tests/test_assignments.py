@@ -21,6 +21,8 @@ import pytest
 
 from notebook_runner import NOTEBOOK_DIR, cell_seconds, execute
 
+pytestmark = pytest.mark.slow  # notebook-driven: builds and executes the assignment notebooks
+
 from ikd_edu import assignments, exercises
 from ikd_edu.cli import main as cli_main
 

@@ -156,6 +156,7 @@ def test_nbgrader_env_puts_this_interpreter_first():
     assert assignments.nbgrader_env({})["PATH"] == bin_dir
 
 
+@pytest.mark.slow
 def test_autograde_end_to_end(tmp_path):
     course = tmp_path / "course"
     (course / "source" / "ikd").mkdir(parents=True)

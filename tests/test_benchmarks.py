@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -14,6 +16,7 @@ def run(*args: str) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow
 def test_bench_foundation_prints_data_and_codec_rows():
     out = run("benchmarks/bench_foundation.py", "--quick")
     crops = [ln.split() for ln in out.splitlines() if ln.strip().startswith("192x192")]
@@ -26,6 +29,7 @@ def test_bench_foundation_prints_data_and_codec_rows():
         assert line.count("x |") == 2, line
 
 
+@pytest.mark.slow
 def test_bench_distill_prints_each_term():
     out = run("benchmarks/bench_distill.py", "--device", "cpu", "--student", "quick-student",
               "--teacher", "quick-teacher", "--batch", "2", "--repeats", "1", "--loss-reps", "1")

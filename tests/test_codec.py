@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from ikd_edu.codec import (
-    HeatmapCodec,
     decode_heatmaps,
     decode_to_image,
     encode_heatmaps,
@@ -215,7 +214,7 @@ def _large_maps(seed, n=24):
 def test_decode_large_batch_any_row_split_gives_the_same_result(share):
     # the calling thread's share of the rows is learned at run time; whatever it is (even the
     # extremes, clamped so that every thread gets a row), the result must be the loop's
-    from ikd_edu import codec
+    from ikd_edu import codec_fast as codec
 
     hms = _large_maps(7)
     before, saved = torch.get_num_threads(), dict(codec._CALLER_SHARE)
@@ -266,7 +265,7 @@ def test_decode_after_an_interrupted_decode(monkeypatch):
     # hand a job to a worker that may still be busy (it would hang or mix results up)
     import threading
 
-    from ikd_edu import codec
+    from ikd_edu import codec_fast as codec
 
     hms = _large_maps(9)
     expected = loop_decode(hms.numpy().astype(np.float64), "quarter")[0]
@@ -299,7 +298,7 @@ def test_decode_after_an_interrupted_decode(monkeypatch):
 
 
 def test_argmax_worker_hands_errors_back_and_keeps_working():
-    from ikd_edu.codec import _ArgmaxWorker
+    from ikd_edu.codec_fast import _ArgmaxWorker
 
     worker = _ArgmaxWorker()
     rows = np.random.default_rng(8).normal(size=(6, 20))
@@ -402,21 +401,19 @@ def test_round_trip_unbiased_dark():
     assert per_axis <= 0.05, f"unbiased encode + DARK decode: mean per-coordinate error {per_axis:.4f} px > 0.05"
 
 
-def test_codec_object_and_image_mapping():
+def test_crop_pixels_and_image_mapping():
+    # crop pixels in and out through the stride (256x192 -> 64x48: 4), and the image mapping
     rng = np.random.default_rng(5)
-    codec = HeatmapCodec(input_size=(256, 192), heatmap_size=(64, 48), unbiased=True, decode_method="dark")
     crop_kp = torch.from_numpy(random_keypoints(rng, 3, 17, lo=(30, 30), hi=(160, 225)))
-    hm, tw = codec.encode(crop_kp, torch.ones(3, 17))
-    direct, _ = encode_heatmaps(crop_kp / 4, torch.ones(3, 17), (64, 48), unbiased=True)
-    torch.testing.assert_close(hm, direct)
-    decoded, _ = codec.decode(hm)
-    assert (decoded - crop_kp).abs().max() < 0.1  # crop pixels, stride 4
+    hm, _ = encode_heatmaps(crop_kp / 4, torch.ones(3, 17), (64, 48), unbiased=True)
+    decoded, _ = decode_heatmaps(hm, "dark")
+    assert (decoded * 4 - crop_kp).abs().max() < 0.1  # crop pixels, stride 4
     center, scale = torch.tensor([[100.0, 120.0]] * 3), torch.tensor([[1.2, 1.6]] * 3)
     img, _ = decode_to_image(hm, center, scale, method="dark")
     expected = heatmap_to_image(decode_heatmaps(hm, "dark")[0], center, scale, (64, 48))
     torch.testing.assert_close(img, expected)
-    # and the reference codec's encode rounds crop / stride exactly like int(u / 4 + 0.5)
-    ref_hm, _ = HeatmapCodec().encode(torch.tensor([[[41.9, 10.0]]]), torch.ones(1, 1))
+    # and the reference encode rounds crop / stride exactly like int(u / 4 + 0.5)
+    ref_hm, _ = encode_heatmaps(torch.tensor([[[41.9, 10.0]]], dtype=torch.float64) / 4, torch.ones(1, 1), (64, 48))
     assert ref_hm[0, 0, 3, 10] == 1.0  # 41.9 / 4 = 10.475 -> 10, 10 / 4 = 2.5 -> 3
 
 
@@ -477,5 +474,3 @@ def test_bad_inputs_raise_clear_errors():
         flip_test_average(torch.zeros(1, 17, H, W), torch.zeros(1, 17, H, W - 1), COCO.flip_index)
     with pytest.raises(ValueError, match=r"center and scale must have shape \(N, 2\) with N = 2"):
         decode_to_image(torch.zeros(2, 17, H, W), torch.zeros(3, 2), torch.ones(3, 2))
-    with pytest.raises(ValueError, match="decode_method must be one of"):
-        HeatmapCodec(decode_method="mean")

@@ -16,6 +16,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from ikd_edu.train.distributed import ResumableBatchSampler, epoch_order
@@ -59,6 +60,7 @@ def test_sampler_deals_global_batches_to_ranks():
     assert sorted(o2.tolist()) == list(indices)
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_single_process(synthetic_root, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     single, ddp = tmp_path / "single", tmp_path / "ddp"

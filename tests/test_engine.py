@@ -144,7 +144,7 @@ def test_schedules():
 
 
 def test_ablation_verdict_rule():
-    from ikd_edu.train.commands import verdict
+    from ikd_edu.apps.ablation import verdict
 
     labels = [0.30, 0.31, 0.29]  # std 0.01
     assert verdict([0.40, 0.41, 0.39], labels) == "helps"
@@ -157,7 +157,7 @@ def test_ablation_verdict_rule():
 def test_ablation_end_to_end(synthetic_root, tmp_path):
     import json
 
-    from ikd_edu.train.commands import run_ablation
+    from ikd_edu.apps.ablation import run_ablation
 
     ckpt = make_teacher_checkpoint(tmp_path / "teacher.pt")
     overrides = tiny(synthetic_root, tmp_path / "unused", steps=2, **{"model.teacher_checkpoint": ckpt})

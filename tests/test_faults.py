@@ -394,7 +394,7 @@ def test_final_eval_row_is_not_repeated_after_a_kill(synthetic_root, student_run
 # ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("content", ["[1, 2]", '{"rows": 1, "final": 3}', "{not json", ""])
 def test_corrupt_run_files_on_reuse(tmp_path, content):
-    from ikd_edu.train import quickstart as Q
+    from ikd_edu.apps import quickstart as Q
     from ikd_edu.train.config import load_config
 
     cfg = load_config("quick", [f"run.out_dir={tmp_path / 'run'}"], role="teacher", check_files=False)

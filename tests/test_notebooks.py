@@ -40,6 +40,7 @@ def test_source_is_committed_without_outputs(path):
     assert "from ikd_edu import course" in text and "course.setup(" in text, f"{path.name} must start with course.setup()"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_in_quick_mode(path, course_env):
     nb, wall = execute(path, course_env)

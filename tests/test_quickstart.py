@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ikd_edu.train import quickstart as Q
+from ikd_edu.apps import quickstart as Q
 
 REQUIRED_NAMES = {"teacher", "student-labels", "student-logit", "student-feature", "student-structure",
                   "student-ikd", "student-labels-equal-time"}

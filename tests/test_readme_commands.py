@@ -43,7 +43,7 @@ def test_readme_lists_the_app_command():
 
 @pytest.fixture(scope="module")
 def quickstart_cwd(tmp_path_factory) -> Path:
-    from ikd_edu.train import quickstart as Q
+    from ikd_edu.apps import quickstart as Q
 
     cwd = tmp_path_factory.mktemp("readme")
     Q.run_quickstart(cwd / "runs" / "quickstart", seed=0, fast=True)
@@ -58,6 +58,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", readme_commands_using_quickstart_files())
 def test_readme_command_runs_as_written(command, quickstart_cwd):
     argv = shlex.split(command, comments=True)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ikd_edu.errors import UserError
-from ikd_edu.train import quickstart as Q
+from ikd_edu.apps import quickstart as Q
 from ikd_edu.train import released as R
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,6 +40,7 @@ def test_card_describes_the_file():
     assert R.card_mismatch(card, t_cfg, None) == []
 
 
+@pytest.mark.slow
 def test_released_teacher_reaches_its_card_ap(tmp_path, val_data):
     """Loaded, checked and evaluated on the synthetic validation set: the card's AP to +-0.3 AP."""
     card = R.load_card()

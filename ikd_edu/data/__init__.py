@@ -15,40 +15,28 @@ but ``import ikd_edu.data`` stays cheap):
 """
 from __future__ import annotations
 
-import importlib
+from ikd_edu._lazy import lazy_exports
 
 _EXPORTS = {
-    "TopDownCocoDataset": "coco",
-    "parse_coco_keypoints": "coco",
-    "TopDownMpiiDataset": "mpii",
-    "load_mpii_head_boxes": "mpii",
-    "mpii_head_sizes": "mpii",
-    "AugmentConfig": "transforms",
-    "sample_augmentation": "transforms",
-    "flip_joints": "transforms",
-    "flip_center": "transforms",
-    "half_body_transform": "transforms",
-    "crop_image": "transforms",
-    "crop_images_batched": "transforms",
-    "normalize": "transforms",
-    "denormalize": "transforms",
-    "load_rgb": "images",
-    "check_coco_keypoints": "check",
-    "CheckReport": "check",
-    "generate_synthetic": "synthetic",
-    "ensure_synthetic": "synthetic",
+    "TopDownCocoDataset": "ikd_edu.data.coco",
+    "parse_coco_keypoints": "ikd_edu.data.coco",
+    "TopDownMpiiDataset": "ikd_edu.data.mpii",
+    "load_mpii_head_boxes": "ikd_edu.data.mpii",
+    "mpii_head_sizes": "ikd_edu.data.mpii",
+    "AugmentConfig": "ikd_edu.data.transforms",
+    "sample_augmentation": "ikd_edu.data.transforms",
+    "flip_joints": "ikd_edu.data.transforms",
+    "flip_center": "ikd_edu.data.transforms",
+    "half_body_transform": "ikd_edu.data.transforms",
+    "crop_image": "ikd_edu.data.transforms",
+    "crop_images_batched": "ikd_edu.data.transforms",
+    "normalize": "ikd_edu.data.transforms",
+    "denormalize": "ikd_edu.data.transforms",
+    "load_rgb": "ikd_edu.data.images",
+    "check_coco_keypoints": "ikd_edu.data.check",
+    "CheckReport": "ikd_edu.data.check",
+    "generate_synthetic": "ikd_edu.data.synthetic",
+    "ensure_synthetic": "ikd_edu.data.synthetic",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"ikd_edu.data.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'ikd_edu.data' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, globals())

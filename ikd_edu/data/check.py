@@ -133,7 +133,7 @@ def check_coco_keypoints(
         ann_file: ``person_keypoints_*.json``.
         image_dir: image folder; None checks the annotations only.
         verify_images: ``True``/``"decode"`` fully decodes every image used by a usable person
-            (finds truncated files; ~2 ms per 640x480 JPEG), ``"header"`` reads headers only,
+            (finds truncated files; the slowest), ``"header"`` reads headers only,
             ``False`` only checks that the files exist.
         skeleton: expected joint layout.
         progress: print a progress line to stderr while decoding.

@@ -407,10 +407,10 @@ class TopDownCocoDataset(TopDownDataset):
     Attributes: ``num_joints``, ``skeleton``, ``persons`` (:class:`CocoPersons`: what was
     kept/skipped), ``coco`` (pycocotools ``COCO``, built on first use).
 
-    Speed: one item is a handful of small torch ops (~1-2 ms on one core). Load it in
-    ``DataLoader`` workers (they run single-threaded), or call ``torch.set_num_threads(1)``
-    when loading in the main process: on a busy CPU, torch's intra-op threads made the
-    per-crop ops 20-40x slower in ``benchmarks/bench_data.py``.
+    Speed: one item is a handful of small torch ops. Load it in ``DataLoader`` workers (they
+    run single-threaded), or call ``torch.set_num_threads(1)`` when loading in the main
+    process: on a busy CPU, torch's intra-op threads slow the small per-crop ops down
+    (figures: benchmarks/README.md).
     """
 
     def __init__(

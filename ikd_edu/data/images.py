@@ -1,16 +1,7 @@
 """Image loading: any file a user hands us -> an RGB ``uint8`` array ``(H, W, 3)``.
 
-JPEG and PNG go through ``torchvision.io.decode_image`` (libjpeg-turbo / libpng), which was
-measured faster than PIL on this project's 2-core CPU (torch 2.14 / torchvision 0.29 /
-Pillow 13, single thread, mean of 300 decodes of a JPEG at quality 90):
-
-=============  ===========  ====================
-image          PIL          torchvision.io
-=============  ===========  ====================
-192x192 JPEG   0.32 ms      0.22 ms
-640x480 JPEG   2.45 ms      1.72 ms
-=============  ===========  ====================
-
+JPEG and PNG go through ``torchvision.io.decode_image`` (libjpeg-turbo / libpng), which
+decodes faster than PIL (figures: benchmarks/README.md).
 torchvision 0.29 deprecates its image decoders (in favour of TorchCodec); when they are
 gone, or refuse a file, PIL takes over. Everything else also goes to PIL, which knows every
 mode: ``L``, ``LA``, ``P`` (palette), ``RGBA``, ``CMYK``, ``I;16``, ``I``, ``F`` ... are all

@@ -115,7 +115,7 @@ def score_coco(pred: dict, dataset, results_path: Path | None = None) -> dict:
 
     from ikd_edu import evaluate as E
     from ikd_edu.io import write_json
-    from ikd_edu.train.engine import coco_subset
+    from ikd_edu.evaluate import coco_subset
 
     results = E.keypoints_to_coco_results(pred["image_id"], pred["keypoints"], pred["maxvals"], pred["box_score"],
                                           pred["area"], sigmas=dataset.skeleton.sigmas_array())

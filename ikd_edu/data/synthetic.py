@@ -786,10 +786,12 @@ def ensure_synthetic(root, num_images: int, seed: int = 0, val_images: int | Non
 # CLI: ikd-edu data synth --out DIR --images N [--val-images M] [--seed S] [--size HxW]
 # ----------------------------------------------------------------------------------------
 def _parse_size(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"size must look like HxW, e.g. 192x192, got {text!r}")
-    return int(match.group(1)), int(match.group(2))
+    from ikd_edu.validate import parse_size
+
+    try:
+        return parse_size(text, "--size")
+    except UserError as exc:  # argparse turns this into its usage error
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:

@@ -40,11 +40,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 #:   (:func:`ikd_edu.codec.encode_heatmaps`). This is SimpleBaseline's ``JointsDataset``: a
 #:   labelled joint just outside the crop keeps weight 1 and a partial Gaussian at the border.
 #: * ``"inside-crop"``: additionally zero every joint whose crop position is outside
-#:   ``[0, W) x [0, H)`` (ikd-edu before issue 17). Measured on 2,000 synthetic training
-#:   samples at 128x96 (31,406 labelled joints), the rules differ on 0 joints with flip-only
-#:   augmentation (the quickstart: its released teacher is unaffected) and without
-#:   augmentation, on 1.64 % with the quick preset's augmentation (scale 0.25, rotation 30,
-#:   p 0.5) and on 3.97 % with the reference's (scale 0.3, rotation 40, p 0.6).
+#:   ``[0, W) x [0, H)``. With flip-only augmentation (the quickstart) the two rules agree;
+#:   how often they differ under scale/rotation augmentation: benchmarks/README.md.
 TARGET_WEIGHT_RULES = ("reference", "inside-crop")
 
 

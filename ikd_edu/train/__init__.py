@@ -6,7 +6,8 @@
   with any distillation terms, AMP, checkpoints, exact resume, evaluation) and
   :func:`~ikd_edu.train.engine.evaluate_checkpoint`;
 * :mod:`ikd_edu.train.distributed` - ``torchrun`` support on the same code path;
-* :mod:`ikd_edu.train.commands` - ``ikd-edu train teacher|student`` and ``ikd-edu ablation``.
+* :mod:`ikd_edu.train.commands` - ``ikd-edu train teacher|student`` (``ikd-edu ablation`` and
+  ``ikd-edu quickstart`` are applications: :mod:`ikd_edu.apps`).
 
 Typical use::
 

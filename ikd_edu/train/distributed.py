@@ -214,7 +214,7 @@ class SeededSamples(torch.utils.data.Dataset):
         index, seed = key
         with torch.random.fork_rng(devices=[]):
             # the CPU generator only: torch.manual_seed also queues a lazy seeding of every
-            # accelerator, recording a stack trace each time (0.7 ms per sample on a CUDA build)
+            # accelerator, recording a stack trace each time
             torch.default_generator.manual_seed(int(seed))
             return self.dataset[int(index)]
 

@@ -56,6 +56,8 @@ import torch
 from torch import nn
 
 from ikd_edu.errors import UserError
+from ikd_edu.evaluate import coco_subset
+from ikd_edu.inference import merge_predictions, predict
 from ikd_edu.io import check_output_dir, load_torch, lock_output_dir, save_torch, write_json
 from ikd_edu.train import distributed as D
 from ikd_edu.train.caches import CropCache, TeacherCache
@@ -364,68 +366,6 @@ def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 # ======================================================================================
 # 5. Evaluation: flip test -> decode -> image coordinates -> COCO AP
 # ======================================================================================
-@torch.no_grad()
-def predict(model: nn.Module, dataset, indices, cfg: Config, device: torch.device,
-            amp_dtype: torch.dtype | None = None, channels_last: bool = False) -> dict[str, np.ndarray]:
-    """Keypoints in image pixels for the records ``indices`` of ``dataset`` (no augmentation).
-
-    Returns numpy arrays: ``index (N,)``, ``image_id (N,)``, ``keypoints (N, K, 2)``,
-    ``maxvals (N, K)``, ``box_score (N,)``, ``area (N,)``.
-    """
-    from ikd_edu.codec import decode_heatmaps, flip_test_average
-    from ikd_edu.geometry import heatmap_to_image
-
-    was_training = model.training
-    model.eval()
-    flip_index = dataset.skeleton.flip_index
-    subset = torch.utils.data.Subset(dataset, [int(i) for i in indices])
-    loader = torch.utils.data.DataLoader(subset, batch_size=cfg.run.eval_batch_size, shuffle=False,
-                                         num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
-    out: dict[str, list] = {k: [] for k in ("index", "image_id", "keypoints", "maxvals", "box_score", "area")}
-    for batch in loader:
-        images = batch["image"].to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast_context(device, amp_dtype):
-            heatmaps = model(images)  # (N, K, h, w)
-            if cfg.run.flip_test:
-                heatmaps = flip_test_average(heatmaps.float(), model(images.flip(3)).float(), flip_index, shift=True)
-        coords, maxvals = decode_heatmaps(heatmaps.float(), method=cfg.run.decode)  # (N, K, 2) heatmap px
-        keypoints = heatmap_to_image(coords.cpu(), batch["center"], batch["scale"], tuple(cfg.data.heatmap_size))
-        out["index"].append(batch["index"].numpy())
-        out["image_id"].append(batch["image_id"].numpy())
-        out["keypoints"].append(keypoints.numpy())
-        out["maxvals"].append(maxvals.float().cpu().numpy())
-        out["box_score"].append(batch["box_score"].numpy())
-        out["area"].append(batch["area"].numpy())
-    model.train(was_training)
-    return {k: (np.concatenate(v) if v else np.zeros((0,))) for k, v in out.items()}
-
-
-def merge_predictions(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Concatenate per-rank predictions and sort them by record index."""
-    parts = [p for p in parts if len(p["index"])]
-    if not parts:
-        return {}
-    merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    order = np.argsort(merged["index"], kind="stable")
-    return {k: v[order] for k, v in merged.items()}
-
-
-def coco_subset(coco, image_ids):
-    """A pycocotools ``COCO`` holding only ``image_ids`` (so unevaluated images don't count as misses)."""
-    from pycocotools.coco import COCO as PyCOCO
-
-    keep = {int(i) for i in image_ids}
-    data = coco.dataset
-    sub = PyCOCO()
-    sub.dataset = {**data, "images": [im for im in data["images"] if im["id"] in keep],
-                   "annotations": [a for a in data["annotations"] if a["image_id"] in keep]}
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-        sub.createIndex()
-    return sub
-
-
 def score_predictions(pred: dict[str, np.ndarray], dataset, cfg: Config, results_path: Path | None = None) -> dict:
     """The dataset's metrics of merged predictions (:mod:`ikd_edu.data.registry`); may write the results JSON.
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ikd_edu.errors import UserError
+from ikd_edu.inference import autocast_context  # noqa: F401  (re-exported: the engine and caches use it)
 
 
 def select_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
@@ -52,13 +53,6 @@ def amp_settings(spec: str, device: torch.device) -> tuple[torch.dtype | None, b
     if spec == "bf16":
         return torch.bfloat16, False
     return torch.float16, device.type == "cuda"
-
-
-def autocast_context(device: torch.device, dtype: torch.dtype | None):
-    """``torch.autocast`` for ``dtype``, or a no-op context when AMP is off."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:

@@ -3,7 +3,8 @@
 Every ``plot_*`` function takes plain tensors/arrays (one instance: ``(K, h, w)`` heatmaps,
 ``(C, H, W)`` features, ``(K, 2|3)`` keypoints) and returns a matplotlib ``Figure`` made
 without pyplot; notebooks call them, scripts ``fig.savefig(...)`` them. Widgets live in
-:mod:`ikd_edu.viz.widgets` (imported lazily: ipywidgets is only needed there).
+:mod:`ikd_edu.viz.widgets`. Every name is imported on first use (``ikd_edu._lazy``), so
+``import ikd_edu.viz`` imports neither matplotlib nor ipywidgets.
 
 =====================  =================================================================
 module                 what it draws
@@ -18,27 +19,38 @@ module                 what it draws
 ``viz.widgets``        ``HeatmapExplorer``, ``FeatureBrowser``, ``AffinityExplorer``
 =====================  =================================================================
 """
-from ikd_edu.viz.affinity import affinity_maps, plot_affinity, plot_joint_relations, relation_matrices
-from ikd_edu.viz.curves import plot_ablation, plot_training_curves, read_csv_rows
-from ikd_edu.viz.features import features_pca_rgb, plot_channel_grid, plot_features_pca
-from ikd_edu.viz.heatmaps import heatmap_view, plot_heatmap_overlay, plot_joint_heatmaps, plot_teacher_student
-from ikd_edu.viz.skeleton import as_display_image, draw_pose, plot_image_with_poses, pose_gallery
+from ikd_edu._lazy import lazy_exports
 
-__all__ = [
-    "draw_pose", "plot_image_with_poses", "pose_gallery", "as_display_image",
-    "heatmap_view", "plot_heatmap_overlay", "plot_joint_heatmaps", "plot_teacher_student",
-    "plot_channel_grid", "features_pca_rgb", "plot_features_pca",
-    "affinity_maps", "plot_affinity", "relation_matrices", "plot_joint_relations",
-    "plot_training_curves", "plot_ablation", "read_csv_rows",
-    "HeatmapExplorer", "FeatureBrowser", "AffinityExplorer",
-]
+# name -> defining module; the submodules themselves too (``viz.features.top_channels``)
+_EXPORTS = {
+    "affinity": "ikd_edu.viz.affinity",
+    "affinity_maps": "ikd_edu.viz.affinity",
+    "plot_affinity": "ikd_edu.viz.affinity",
+    "plot_joint_relations": "ikd_edu.viz.affinity",
+    "relation_matrices": "ikd_edu.viz.affinity",
+    "curves": "ikd_edu.viz.curves",
+    "plot_ablation": "ikd_edu.viz.curves",
+    "plot_training_curves": "ikd_edu.viz.curves",
+    "read_csv_rows": "ikd_edu.viz.curves",
+    "features": "ikd_edu.viz.features",
+    "features_pca_rgb": "ikd_edu.viz.features",
+    "plot_channel_grid": "ikd_edu.viz.features",
+    "plot_features_pca": "ikd_edu.viz.features",
+    "heatmaps": "ikd_edu.viz.heatmaps",
+    "heatmap_view": "ikd_edu.viz.heatmaps",
+    "plot_heatmap_overlay": "ikd_edu.viz.heatmaps",
+    "plot_joint_heatmaps": "ikd_edu.viz.heatmaps",
+    "plot_teacher_student": "ikd_edu.viz.heatmaps",
+    "skeleton": "ikd_edu.viz.skeleton",
+    "as_display_image": "ikd_edu.viz.skeleton",
+    "draw_pose": "ikd_edu.viz.skeleton",
+    "plot_image_with_poses": "ikd_edu.viz.skeleton",
+    "pose_gallery": "ikd_edu.viz.skeleton",
+    "joint_label": "ikd_edu.viz.skeleton",
+    "widgets": "ikd_edu.viz.widgets",
+    "HeatmapExplorer": "ikd_edu.viz.widgets",
+    "FeatureBrowser": "ikd_edu.viz.widgets",
+    "AffinityExplorer": "ikd_edu.viz.widgets",
+}
 
-_WIDGETS = {"HeatmapExplorer", "FeatureBrowser", "AffinityExplorer"}
-
-
-def __getattr__(name):  # lazy: `from ikd_edu.viz import HeatmapExplorer` imports ipywidgets only then
-    if name in _WIDGETS:
-        from ikd_edu.viz import widgets
-
-        return getattr(widgets, name)
-    raise AttributeError(f"module 'ikd_edu.viz' has no attribute {name!r}")
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -115,21 +115,28 @@ def plot_affinity(image, teacher_features, student_features, query_yx, pool="aut
         ax.set_ylim(h - 0.5, -0.5)
         ax.set_title(f"query cell (y={qy}, x={qx}) of {gh}x{gw}", fontsize=8)
         hide_ticks(ax)
-    low = min(0.0, float(maps["teacher"].min()), float(maps["student"].min()))
-    norm = Normalize(low, 1.0)
-    shown = None
-    for ax, key, name in zip(axes[:2], ("teacher", "student"), titles):
-        shown = ax.imshow(maps[key], cmap=AFFINITY_CMAP, norm=norm, interpolation="nearest")
-        ax.set_title(f"{name}: affinity to query", fontsize=8)
-    m = max(float(np.abs(maps["difference"]).max()), 1e-6)
-    diff = axes[2].imshow(maps["difference"], cmap=DIFF_CMAP, norm=Normalize(-m, m), interpolation="nearest")
-    axes[2].set_title("student - teacher", fontsize=8)
+    shown, diff = _teacher_student_difference(axes, maps, titles, "affinity to query", fontsize=8)
     for ax in axes:
         ax.plot([qx], [qy], marker="*", ms=10, mfc="white", mec="black", mew=0.7, ls="none")
         hide_ticks(ax)
     fig.colorbar(shown, ax=axes[:2], shrink=0.8)
     fig.colorbar(diff, ax=axes[2], shrink=0.8)
     return fig
+
+
+def _teacher_student_difference(axes, maps: dict, titles, what: str, fontsize: float):
+    """Draw ``maps["teacher"]``, ``maps["student"]`` (shared scale from min(0, lowest) to 1) and
+    ``maps["difference"]`` (symmetric scale) on ``axes[:3]``; the two images for the colour bars."""
+    low = min(0.0, float(maps["teacher"].min()), float(maps["student"].min()))
+    norm = Normalize(low, 1.0)
+    shown = None
+    for ax, key, name in zip(axes[:2], ("teacher", "student"), titles):
+        shown = ax.imshow(maps[key], cmap=AFFINITY_CMAP, norm=norm, interpolation="nearest")
+        ax.set_title(f"{name}: {what}", fontsize=fontsize)
+    m = max(float(np.abs(maps["difference"]).max()), 1e-6)
+    diff = axes[2].imshow(maps["difference"], cmap=DIFF_CMAP, norm=Normalize(-m, m), interpolation="nearest")
+    axes[2].set_title("student - teacher", fontsize=fontsize)
+    return shown, diff
 
 
 def relation_matrices(teacher_heatmaps, student_heatmaps) -> dict:
@@ -163,15 +170,7 @@ def plot_joint_relations(teacher_heatmaps, student_heatmaps, skeleton: Skeleton 
         labels, colours = [str(j) for j in range(k)], [(0, 0, 0)] * k
     fig, axes = new_figure(1, 3, panel_size=panel_size)
     axes = list(axes[0])
-    low = min(0.0, float(mats["teacher"].min()), float(mats["student"].min()))
-    norm = Normalize(low, 1.0)
-    shown = None
-    for ax, key, name in zip(axes[:2], ("teacher", "student"), titles):
-        shown = ax.imshow(mats[key], cmap=AFFINITY_CMAP, norm=norm, interpolation="nearest")
-        ax.set_title(f"{name}: joint relations R", fontsize=9)
-    m = max(float(np.abs(mats["difference"]).max()), 1e-6)
-    diff = axes[2].imshow(mats["difference"], cmap=DIFF_CMAP, norm=Normalize(-m, m), interpolation="nearest")
-    axes[2].set_title("student - teacher", fontsize=9)
+    shown, diff = _teacher_student_difference(axes, mats, titles, "joint relations R", fontsize=9)
     for i, ax in enumerate(axes):
         ax.set_xticks(range(k))
         ax.set_xticklabels(labels, rotation=90, fontsize=6)
