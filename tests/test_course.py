@@ -54,3 +54,25 @@ def test_the_course_teacher_is_the_released_one(tiny_mode, capsys):
     assert summary2["final"] == summary["final"]
     cfg = course.config(tiny_mode, "student", ["logit"])
     assert cfg.model.teacher_checkpoint == str(course.teacher_checkpoint(tiny_mode))
+
+
+def test_the_capstone_ablation_trains_students_as_the_course_does(tiny_mode):
+    """course.run_overrides (the capstone's `ikd-edu ablation --set ...`) is what config() uses for its students."""
+    from ikd_edu.train.config import load_config
+
+    sets = course.run_overrides(tiny_mode, "student", 7)
+    assert "optim.steps=7" in sets and f"model.teacher_checkpoint={course.teacher_checkpoint(tiny_mode)}" in sets
+    assert not any(s.startswith(("distill.terms=", "run.out_dir=")) for s in sets)  # the ablation sets those per run
+    ablation_cfg = load_config("quick", sets + ["distill.terms=logit", "run.out_dir=x"], role="student",
+                               check_files=False)
+    course_cfg = course.config(tiny_mode, "student", ["logit"], steps=7)
+    for section in ("data", "optim", "model", "distill"):
+        assert getattr(ablation_cfg, section) == getattr(course_cfg, section), section
+
+
+def test_data_root_can_show_progress(tiny_mode, capsys):
+    root = course.data_root(tiny_mode, progress=True)
+    assert (root / "annotations" / "person_keypoints_train.json").is_file()
+    assert "synthetic images" in capsys.readouterr().err  # tqdm's bar, while the set is drawn
+    assert course.data_root(tiny_mode) == root  # reused, no bar
+    assert "synthetic images" not in capsys.readouterr().err
