@@ -64,20 +64,11 @@ from ikd_edu.geometry import heatmap_to_image
 
 DECODE_METHODS = ("quarter", "dark", "argmax")
 
-__all__ = [
-    "DECODE_METHODS",
-    "decode_heatmaps",
-    "decode_to_image",
-    "default_dark_kernel",
-    "encode_heatmaps",
-    "flip_back",
-    "flip_test_average",
-]
+__all__ = ["DECODE_METHODS", "decode_heatmaps", "decode_to_image", "default_dark_kernel", "encode_heatmaps",
+           "flip_back", "flip_test_average"]
 
 
 # --------------------------------------------------------------------------- helpers
-
-
 def _as_tensor(x, name: str, device=None) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x if device is None else x.to(device)
@@ -114,16 +105,7 @@ def _check_heatmaps(heatmaps, name: str = "heatmaps") -> torch.Tensor:
     return hm
 
 
-def _reference_window(center_rounded: torch.Tensor, tmp_size: float):
-    """The reference ``ul``/``br`` corners ``(N, K, 2)`` for an integer-valued centre."""
-    ul = torch.trunc(center_rounded - tmp_size)
-    br = torch.trunc(center_rounded + tmp_size + 1)
-    return ul, br
-
-
 # --------------------------------------------------------------------------- encoding
-
-
 @reference
 def encode_heatmaps(
     keypoints,
@@ -177,7 +159,7 @@ def encode_heatmaps(
 
     # Reference centre and window: mu = int(x + 0.5), ul = int(mu - 3s), br = int(mu + 3s + 1)
     mu = torch.trunc(kp + 0.5).detach()  # (N, K, 2)
-    ul, br = _reference_window(mu, tmp_size)  # (N, K, 2) each
+    ul, br = torch.trunc(mu - tmp_size), torch.trunc(mu + tmp_size + 1)  # (N, K, 2) each
     off_map = (ul[..., 0] >= w) | (ul[..., 1] >= h) | (br[..., 0] < 0) | (br[..., 1] < 0)
     weight = (vis > 0) & finite & ~off_map  # (N, K)
 
@@ -201,8 +183,6 @@ def encode_heatmaps(
 
 
 # --------------------------------------------------------------------------- decoding
-
-
 def default_dark_kernel(sigma: float = 2.0) -> int:
     """DARK's blur kernel size for a target sigma: ``6 sigma - 1`` made odd (2 -> 11, 3 -> 17)."""
     k = max(3, int(round(6 * sigma - 1)))
@@ -306,10 +286,7 @@ def decode_heatmaps(
     if n * k == 0 or h == 0 or w == 0:
         raise ValueError(f"heatmaps must not be empty, got shape {tuple(hm.shape)}")
     cdt = torch.float64 if hm.dtype == torch.float64 else torch.float32
-    if hm.dtype != cdt:
-        hm = hm.to(cdt)
-    if not hm.is_contiguous():
-        hm = hm.contiguous()
+    hm = hm.to(cdt).contiguous()  # no copy when it already is
 
     if method == "quarter" and hm.device.type == "cpu":
         return codec_fast.decode_quarter(hm)
@@ -383,8 +360,6 @@ def decode_to_image(
 
 
 # --------------------------------------------------------------------------- flip test
-
-
 def _check_flip_index(flip_index, k: int) -> list[int]:
     idx = [int(i) for i in flip_index]
     if sorted(idx) != list(range(k)):

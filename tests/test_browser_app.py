@@ -24,7 +24,7 @@ import pytest
 from ikd_edu import browse
 from test_browse import FO_REASON, fake_predictions, private_fiftyone_db
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # headless Chromium: ~25 s
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
