@@ -2,7 +2,8 @@
 
 Layers (imports run one way, down this list; ``tests/test_layers.py`` checks it)::
 
-    1  skeleton.py geometry.py io.py errors.py validate.py exercise_guard.py _lazy.py
+    1  skeleton.py geometry.py io.py errors.py validate.py exercise_guard.py _lazy.py _table.py
+       _threads.py
                       joints and flip pairs, crop affines, atomic files, one-line errors, input checks
     2  codec.py codec_fast.py         keypoints <-> heatmaps, flip-back (CPU fast paths)
     3  data/ evaluate.py              COCO / MPII / synthetic datasets, augmentation, checks (uses codec),
@@ -81,6 +82,8 @@ _EXPORTS = {
     "released": "ikd_edu.train.released",
     # layer 8
     "quickstart": "ikd_edu.apps.quickstart",
+    "VARIANTS": "ikd_edu.apps.ablation",
+    "cli": "ikd_edu.cli",
     "browse": "ikd_edu.browse",
     "explain_joint": "ikd_edu.explain",
     "compare_teacher_student": "ikd_edu.explain",

@@ -437,26 +437,19 @@ def check_app_available(timeout: float = DB_PROBE_TIMEOUT_S) -> None:
     _db_connected = True
 
 
-@contextlib.contextmanager
 def _still_waiting(what: str, every: float):
     """Print ``ikd-edu: <what>... still waiting (N s)`` on stderr every ``every`` s until the block ends."""
-    import threading
     import time
 
-    done = threading.Event()
+    from ikd_edu._threads import beside
+
     t0 = time.monotonic()
 
-    def tick() -> None:
+    def tick(done) -> None:
         while not done.wait(every):
             print(f"ikd-edu: {what}... still waiting ({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
 
-    thread = threading.Thread(target=tick, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join()
+    return beside(tick, "ikd-edu-still-waiting")
 
 
 def _normalised(xy: np.ndarray, size: np.ndarray) -> list[tuple[float, float]]:

@@ -295,7 +295,7 @@ def teacher_checkpoint(mode: Mode) -> Path:
 
 def released_teacher_config(mode: Mode):
     """The released teacher's recipe (the quickstart's teacher) on this mode's data, run folder ``<mode>/teacher-released``."""
-    from ikd_edu.train import quickstart as Q
+    from ikd_edu.apps import quickstart as Q
 
     s = mode.settings
     qs = dict(Q.settings(), images=s["images"], val_images=s["val_images"], num_workers=s["num_workers"])
@@ -370,7 +370,7 @@ def own_teacher(mode: Mode, steps: int | None = None):
 
 def retrain_released_teacher(mode: Mode):
     """Train the released teacher again from its recipe (~30 min on 2 cores) and compare with its card."""
-    from ikd_edu.train import quickstart as Q
+    from ikd_edu.apps import quickstart as Q
     from ikd_edu.train import released as R
     from ikd_edu.data.synthetic import ensure_synthetic
 

@@ -226,11 +226,12 @@ def _watchdog(seconds: float):
     ``PyThreadState_SetAsyncExc`` takes effect between two bytecodes, so it stops Python loops
     but not a ``time.sleep`` already under way (that ends first).
     """
+    from ikd_edu._threads import beside
+
     target = threading.get_ident()
-    done = threading.Event()
     set_async = ctypes.pythonapi.PyThreadState_SetAsyncExc
 
-    def watch():
+    def watch(done):
         if done.wait(seconds):
             return
         while not done.is_set():
@@ -238,13 +239,10 @@ def _watchdog(seconds: float):
             if done.wait(0.25):
                 return
 
-    thread = threading.Thread(target=watch, name="ikd-edu-check-budget", daemon=True)
-    thread.start()
     try:
-        yield
+        with beside(watch, "ikd-edu-check-budget"):
+            yield
     finally:
-        done.set()
-        thread.join()
         set_async(ctypes.c_ulong(target), None)  # drop one that was set but not yet raised
 
 
@@ -532,11 +530,26 @@ def _diagnose_logit(fn, name, s, t, g, w, alpha, out) -> None:
         ((1 - alpha) * gt + alpha * heatmap_kl(s, t).detach(),
          "the teacher term is a KL divergence; this exercise asks for FPD's mean squared error to the teacher"),
     ]
+    _name_the_variant(name, out, ref, variants)
+    _fail(name, f"the value differs from the library's (N, K, h, w = {n}, {k}, {h}, {wd}, alpha={alpha}); "
+                "compare your code with the formula term by term: the weight w, the 0.5, the means, the alpha mix")
+
+
+def _name_the_variant(name: str, out, ref, variants) -> None:
+    """Fail with the message of the first known wrong variant ``(value, message)`` that ``out`` equals."""
     for candidate, message in variants:
         if _close(out, candidate) and not _close(out, ref):
             _fail(name, message)
-    _fail(name, f"the value differs from the library's (N, K, h, w = {n}, {k}, {h}, {wd}, alpha={alpha}); "
-                "compare your code with the formula term by term: the weight w, the 0.5, the means, the alpha mix")
+
+
+def _no_teacher_gradient(name: str, teacher, advice: str) -> None:
+    if teacher.grad is not None and bool(teacher.grad.abs().sum() > 0):
+        _fail(name, f"gradient reaches the teacher: {advice}")
+
+
+def _same_gradient(name: str, got, want, wrt: str, how: str) -> None:
+    if got is None or not _close(got, want, atol=1e-8):
+        _fail(name, f"the value is right but the gradient with respect to {wrt} is not: compute the loss with {how}")
 
 
 def _check_logit_kd_body(fn: Callable):
@@ -555,13 +568,10 @@ def _check_logit_kd_body(fn: Callable):
             _fail(name, "the loss does not depend on student_hm through torch operations (no gradient would reach "
                         "the student): don't detach student_hm or convert it to NumPy")
         _backward(name, out)
-        if t.grad is not None and bool(t.grad.abs().sum() > 0):
-            _fail(name, "gradient reaches the teacher: the teacher's heatmaps are fixed targets, use "
-                        "teacher_hm.detach() in the teacher term")
+        _no_teacher_gradient(name, t, "the teacher's heatmaps are fixed targets, use teacher_hm.detach() in the "
+                                      "teacher term")
         ref.backward()
-        if s.grad is None or not _close(s.grad, s_ref.grad, atol=1e-8):
-            _fail(name, "the value is right but the gradient with respect to student_hm is not: compute the loss "
-                        "with differentiable torch operations on student_hm")
+        _same_gradient(name, s.grad, s_ref.grad, "student_hm", "differentiable torch operations on student_hm")
         count += 1
     return "ikd_edu.distill.LogitDistillation(alpha, mode='mse')", count, []
 
@@ -651,9 +661,7 @@ def _diagnose_feature(fn, name, module, s, t, out) -> None:
             ((resized(adapted, size_t) - t).abs().mean(), "this is an absolute (L1) error; square the differences"),
             (ref.sqrt(), "this is a root mean square; L_feat is the mean of the squared differences (no root)"),
         ]
-    for candidate, message in variants:
-        if _close(out, candidate) and not _close(out, ref):
-            _fail(name, message)
+    _name_the_variant(name, out, ref, variants)
     _fail(name, f"the value differs from the library's (student {_shape(s)}, teacher {_shape(t)}); compare with "
                 "L_feat = mean over (n, c, y, x) of (phi(F_s) - F_t)^2, phi(F_s) resized (bilinear) to the "
                 "teacher's (H, W) when the sizes differ")
@@ -677,8 +685,7 @@ def _check_feature_kd_body(fn: Callable):
                         "adapter(student_feat) with torch operations (don't detach them, don't call the adapter "
                         "under torch.no_grad())")
         _backward(name, out)
-        if t.grad is not None and bool(t.grad.abs().sum() > 0):
-            _fail(name, "gradient reaches the teacher: its features are a fixed target, use teacher_feat.detach()")
+        _no_teacher_gradient(name, t, "its features are a fixed target, use teacher_feat.detach()")
         conv = module.adapter[0]
         if conv.weight.grad is None or not bool(conv.weight.grad.abs().sum() > 0):
             _fail(name, "the adapter gets no gradient: it is trained together with the student, so compute "
@@ -687,9 +694,7 @@ def _check_feature_kd_body(fn: Callable):
             _fail(name, "no gradient reaches student_feat: don't detach the student's features")
         s_ref = s0.clone().requires_grad_(True)
         module(s_ref, t0).backward()
-        if not _close(s.grad, s_ref.grad, atol=1e-8):
-            _fail(name, "the value is right but the gradient with respect to student_feat is not: compute the loss "
-                        "with differentiable torch operations")
+        _same_gradient(name, s.grad, s_ref.grad, "student_feat", "differentiable torch operations")
         count += 1
     return "ikd_edu.distill.FeatureDistillation(C_s, C_t, mode='l2')", count, []
 

@@ -130,6 +130,26 @@ def test_no_reference_import_before_the_exercises(path):
         if cell.cell_type == "code":
             for module in REFERENCE_MODULES:
                 assert module not in cell.source, f"{path.name} cell {i} imports {module} before the exercises"
+            for name, module in _public_imports(cell.source):
+                assert not module.startswith(REFERENCE_MODULES), \
+                    f"{path.name} cell {i} imports {name} (from {module}) before the exercises"
+
+
+def _public_imports(source: str) -> list[tuple[str, str]]:
+    """``(name, defining module)`` of every ``from ikd_edu import name`` (the lazy public API)."""
+    import ast
+
+    import ikd_edu
+
+    code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+    return [(a.name, ikd_edu._EXPORTS.get(a.name, f"ikd_edu.{a.name}"))
+            for node in ast.walk(ast.parse(code))
+            if isinstance(node, ast.ImportFrom) and node.module == "ikd_edu" for a in node.names]
+
+
+def test_the_reference_import_check_sees_the_public_api():
+    # a wrapper around the library's affinity, imported through the facade, must be caught
+    assert ("pairwise_affinity", "ikd_edu.distill.structure") in _public_imports("from ikd_edu import viz, pairwise_affinity")
 
 
 # ------------------------------------------------------------------------------------------ (a)

@@ -19,7 +19,7 @@ PACKAGE = ROOT / "ikd_edu"
 #: module (or package prefix) -> layer; the longest matching prefix wins
 LAYERS: dict[str, int] = {
     "ikd_edu": 1,  # the facade: its exports are strings, imported lazily
-    "ikd_edu._lazy": 1, "ikd_edu.skeleton": 1, "ikd_edu.geometry": 1, "ikd_edu.io": 1,
+    "ikd_edu._lazy": 1, "ikd_edu._table": 1, "ikd_edu._threads": 1, "ikd_edu.skeleton": 1, "ikd_edu.geometry": 1, "ikd_edu.io": 1,
     "ikd_edu.errors": 1, "ikd_edu.validate": 1, "ikd_edu.exercise_guard": 1,
     "ikd_edu.codec": 2, "ikd_edu.codec_fast": 2,
     "ikd_edu.data": 3, "ikd_edu.evaluate": 3,  # datasets and their metrics (the registry scores with evaluate)
@@ -33,10 +33,7 @@ LAYERS: dict[str, int] = {
 APPLICATION = 8
 
 #: (importer, imported) pairs allowed against the rule, each with its reason
-ALLOWED = {
-    ("ikd_edu.train.quickstart", "ikd_edu.apps.quickstart"):
-        "compatibility alias for `from ikd_edu.train import quickstart` (course.py, notebook 06)",
-}
+ALLOWED: dict[tuple[str, str], str] = {}
 
 
 def layer_of(module: str, layers: dict[str, int] = LAYERS) -> int:
@@ -144,15 +141,6 @@ def test_the_checker_fails_on_a_bad_synthetic_graph(edge, message):
     assert len(bad) == 1 and bad[0].startswith("bad.py:9") and message in bad[0]
 
 
-def test_the_compatibility_alias_is_still_needed():
-    # ikd_edu/train/quickstart.py only exists for old imports; once none is left, delete it
-    # (and its ALLOWED entry)
-    old = ("ikd_edu.train.quickstart", "from ikd_edu.train import quickstart")
-    users = [p for p in list(PACKAGE.rglob("*.py")) + list((ROOT / "notebooks").glob("*.ipynb"))
-             if p.name != "quickstart.py" and any(o in p.read_text(encoding="utf-8") for o in old)]
-    assert users, "nothing imports ikd_edu.train.quickstart any more: delete the alias and its ALLOWED entry"
-
-
 def test_public_api_names_resolve_and_import_ikd_edu_stays_cheap():
     import subprocess
     import sys
@@ -187,6 +175,7 @@ def test_every_name_the_notebooks_import_is_exported():
     for module, name in sorted(_notebook_imports()):
         if module == "ikd_edu.exercises" or (module, name) == ("ikd_edu", "course"):
             continue  # the notebooks keep importing the checks and the course helpers directly
+        assert module == "ikd_edu", f"notebooks import {name} from {module}: import it from ikd_edu"
         assert name in ikd_edu.__all__, f"notebooks import {name} from {module}: export it from ikd_edu"
         assert getattr(ikd_edu, name) is not None
 

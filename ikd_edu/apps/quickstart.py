@@ -35,7 +35,7 @@ heatmaps and features carry what it learnt from the other 7,500 images.
 
 Speed: the teacher is frozen, so its outputs are computed once for every training crop and
 once for its mirror image (``distill.teacher_cache``, see
-:class:`ikd_edu.train.engine.TeacherCache`): the exact targets of a forward pass, stored, so a
+:class:`ikd_edu.train.caches.TeacherCache`): the exact targets of a forward pass, stored, so a
 KD step costs little more than a plain one (figures: benchmarks/README.md).
 With flip-only augmentation the students' crops themselves are also cut and encoded once
 (``data.cache_crops``, :class:`ikd_edu.train.engine.CropCache`): the same batches, without

@@ -13,11 +13,11 @@ annotation file and image folder of the split and the keyword arguments every
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
+from ikd_edu._table import Table
 from ikd_edu.skeleton import COCO, MPII, Skeleton
 
 __all__ = ["DatasetSpec", "register_dataset", "unregister_dataset", "registered_dataset", "get_dataset",
@@ -51,35 +51,24 @@ class DatasetSpec:
         return self.skeleton.num_joints
 
 
-_DATASETS: dict[str, DatasetSpec] = {}
+_DATASETS = Table("dataset")
 
 
 def register_dataset(spec: DatasetSpec) -> DatasetSpec:
-    if spec.name in _DATASETS:
-        raise ValueError(f"dataset {spec.name!r} is already registered")
-    _DATASETS[spec.name] = spec
-    return spec
+    return _DATASETS.add(spec.name, spec)
 
 
 def unregister_dataset(name: str) -> None:
     _DATASETS.pop(name)
 
 
-@contextlib.contextmanager
-def registered_dataset(spec: DatasetSpec) -> Iterator[DatasetSpec]:
+def registered_dataset(spec: DatasetSpec):
     """``with registered_dataset(DatasetSpec(...)):`` the dataset exists inside the block only (tests)."""
-    register_dataset(spec)
-    try:
-        yield spec
-    finally:
-        unregister_dataset(spec.name)
+    return _DATASETS.temporarily(spec.name, spec, register_dataset)
 
 
 def get_dataset(name: str) -> DatasetSpec:
-    try:
-        return _DATASETS[name]
-    except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; registered: {', '.join(_DATASETS)}") from None
+    return _DATASETS.lookup(name)
 
 
 def dataset_names() -> tuple[str, ...]:

@@ -21,9 +21,10 @@ logit term) also returns the ``gt`` part: ``(1 - w d) L_gt``.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
+
+from ikd_edu._table import Table
 
 __all__ = ["Term", "TermInputs", "register_term", "unregister_term", "registered_term", "terms", "get_term",
            "part_names", "user_terms", "parts_of", "variant_terms", "weight_key", "default_weight"]
@@ -104,31 +105,25 @@ class Term:
         return self.weight_key.rsplit(".", 1)[-1] if self.weight_key else f"{self.name}_weight"
 
 
-_TERMS: dict[str, Term] = {}
+_TERMS = Table("distillation term")
 
 
 def register_term(term: Term) -> Term:
     """Add ``term`` to the table (after the others: that is its report order)."""
-    if term.name in _TERMS or term.name in {t.group for t in _TERMS.values() if t.group}:
+    if term.name in {t.group for t in _TERMS.values() if t.group}:
         raise ValueError(f"distillation term {term.name!r} is already registered")
     if term.name in ("gt", "total", "all", "ikd", "none", "labels"):
         raise ValueError(f"{term.name!r} is a reserved name, not a distillation term")
-    _TERMS[term.name] = term
-    return term
+    return _TERMS.add(term.name, term)
 
 
 def unregister_term(name: str) -> None:
     _TERMS.pop(name)
 
 
-@contextlib.contextmanager
-def registered_term(term: Term) -> Iterator[Term]:
+def registered_term(term: Term):
     """``with registered_term(Term(...)):`` the term exists inside the block only (tests)."""
-    register_term(term)
-    try:
-        yield term
-    finally:
-        unregister_term(term.name)
+    return _TERMS.temporarily(term.name, term, register_term)
 
 
 def terms() -> tuple[Term, ...]:
