@@ -1,6 +1,6 @@
 """Pose models: the SimpleBaseline teacher, compact students, CPU-sized quick models.
 
-One factory builds them all by name::
+One factory (:mod:`ikd_edu.models.factory`) builds them all by name::
 
     >>> from ikd_edu.models import build_model, list_models
     >>> teacher = build_model("teacher-r50")            # SimpleBaseline-ResNet-50, K = 17
@@ -30,91 +30,21 @@ Checkpoints: :func:`ikd_edu.models.checkpoints.load_pose_checkpoint`.
 """
 from __future__ import annotations
 
-import inspect
-from typing import Any, Callable
+from ikd_edu._lazy import lazy_exports
 
-from ikd_edu.errors import UserError
-from ikd_edu.models.simple_baseline import TAP_NAMES, PoseModel, PoseResNet
-from ikd_edu.models.students import PoseMobileNetV3, build_mobilenet_student, build_resnet_student
-
-__all__ = ["build_model", "list_models", "PoseModel", "PoseResNet", "PoseMobileNetV3", "TAP_NAMES"]
-
-
-def _simple_baseline(depth: int) -> Callable[..., PoseModel]:
-    def build(num_joints: int = 17, deconv_channels=256, pretrained=None) -> PoseModel:
-        return PoseResNet(num_joints=num_joints, depth=depth, deconv_channels=deconv_channels, pretrained=pretrained)
-
-    build.__doc__ = f"SimpleBaseline-ResNet-{depth}: torchvision ResNet-{depth} + 3 x 256 deconvs."
-    return build
-
-
-def build_quick_teacher(
-    num_joints: int = 17, widths=(32, 64, 128, 256), blocks=(2, 2, 2, 2), deconv_channels=128, stem_kernel=7, pretrained=None
-) -> PoseModel:
-    """CPU-sized teacher: custom residual trunk 32-256 ch, 2 BasicBlocks per stage, 3 x 128 deconvs."""
-    return PoseResNet(
-        num_joints, depth=None, widths=widths, blocks=blocks, deconv_channels=deconv_channels,
-        stem_kernel=stem_kernel, pretrained=pretrained,
-    )
-
-
-def build_quick_student(
-    num_joints: int = 17, widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1), deconv_channels=64, stem_kernel=7, pretrained=None
-) -> PoseModel:
-    """CPU-sized student: custom residual trunk 16-128 ch, 1 BasicBlock per stage, 3 x 64 deconvs."""
-    return PoseResNet(
-        num_joints, depth=None, widths=widths, blocks=blocks, deconv_channels=deconv_channels,
-        stem_kernel=stem_kernel, pretrained=pretrained,
-    )
-
-
-#: name -> builder(num_joints=..., pretrained=..., **overrides). The order is list_models()'s.
-MODELS: dict[str, Callable[..., PoseModel]] = {
-    "simplebaseline-r18": _simple_baseline(18),
-    "simplebaseline-r34": _simple_baseline(34),
-    "simplebaseline-r50": _simple_baseline(50),
-    "simplebaseline-r101": _simple_baseline(101),
-    "simplebaseline-r152": _simple_baseline(152),
-    "teacher-r50": _simple_baseline(50),
-    "student": build_resnet_student,
-    "student-r18-128": lambda num_joints=17, deconv_channels=128, pretrained=None: build_resnet_student(
-        num_joints, deconv_channels=deconv_channels, pretrained=pretrained
-    ),
-    "student-mobilenetv3": build_mobilenet_student,
-    "quick-teacher": build_quick_teacher,
-    "quick-student": build_quick_student,
+_EXPORTS = {
+    "build_model": "ikd_edu.models.factory",
+    "list_models": "ikd_edu.models.factory",
+    "MODELS": "ikd_edu.models.factory",
+    "build_quick_teacher": "ikd_edu.models.factory",
+    "build_quick_student": "ikd_edu.models.factory",
+    "PoseModel": "ikd_edu.models.simple_baseline",
+    "PoseResNet": "ikd_edu.models.simple_baseline",
+    "TAP_NAMES": "ikd_edu.models.simple_baseline",
+    "PoseMobileNetV3": "ikd_edu.models.students",
+    "build_resnet_student": "ikd_edu.models.students",
+    "build_mobilenet_student": "ikd_edu.models.students",
+    "load_pose_checkpoint": "ikd_edu.models.checkpoints",
 }
 
-
-def list_models() -> list[str]:
-    """Names accepted by :func:`build_model` (``teacher-r50`` is an alias of ``simplebaseline-r50``)."""
-    return list(MODELS)
-
-
-def build_model(name: str, num_joints: int = 17, pretrained: Any = None, **overrides: Any) -> PoseModel:
-    """Build a pose model by name.
-
-    Args:
-        name: one of :func:`list_models`.
-        num_joints: K output heatmaps (17 for COCO, 16 for MPII).
-        pretrained: ImageNet trunk weights: None (random init), a path to a torchvision
-            state dict, or ``"imagenet"`` (the torchvision file from the torch hub cache;
-            nothing is ever downloaded). Pose checkpoints are loaded separately with
-            :func:`ikd_edu.models.checkpoints.load_pose_checkpoint`.
-        **overrides: architecture knobs of the builder, e.g. ``deconv_channels=128``, or
-            ``widths``/``blocks`` for the quick models, ``variant="small"`` for MobileNetV3.
-
-    Returns:
-        a :class:`PoseModel` in train mode; ``model.name`` is ``name``.
-    """
-    key = str(name).strip().lower()
-    if key not in MODELS:
-        raise UserError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
-    builder = MODELS[key]
-    allowed = set(inspect.signature(builder).parameters) - {"num_joints", "pretrained"}
-    bad = sorted(set(overrides) - allowed)
-    if bad:
-        raise UserError(f"model {key} has no option(s) {', '.join(bad)}; it accepts: {', '.join(sorted(allowed)) or 'none'}")
-    model = builder(num_joints=num_joints, pretrained=pretrained, **overrides)
-    model.name = key
-    return model
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, globals())
