@@ -184,7 +184,5 @@ def test_every_init_uses_the_lazy_exports():
     # one style: `_EXPORTS` + ikd_edu._lazy.lazy_exports, or no exports at all
     for init in sorted(PACKAGE.rglob("__init__.py")):
         text = init.read_text(encoding="utf-8")
-        if init.parent.name == "distill":
-            continue  # distill/__init__ belongs to the training refactor (issue 18's other half)
         if "__all__" in text or "_EXPORTS" in text:
             assert "lazy_exports(__name__, _EXPORTS, globals())" in text, init

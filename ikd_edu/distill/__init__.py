@@ -15,27 +15,28 @@ Read in this order (each file's docstring holds its formula, in the notebooks' s
 """
 from __future__ import annotations
 
-from ikd_edu.distill.feature import FeatureDistillation, attention_map
-from ikd_edu.distill.ground_truth import JointsMSELoss, joints_mse
-from ikd_edu.distill.integral import DECAYS, TERMS, IntegralKD, decay_factor
-from ikd_edu.distill.logit import LogitDistillation, heatmap_kl
-from ikd_edu.distill.structure import (
-    AUTO_GRID,
-    StructureDistillation,
-    affinity_at,
-    affinity_loss,
-    joint_relations,
-    pairwise_affinity,
-    pool_features,
-    pooled_grid_size,
-    relation_loss,
-)
+from ikd_edu._lazy import lazy_exports
 
-__all__ = [
-    "JointsMSELoss", "joints_mse",
-    "LogitDistillation", "heatmap_kl",
-    "FeatureDistillation", "attention_map",
-    "AUTO_GRID", "pooled_grid_size", "pool_features", "pairwise_affinity", "affinity_at", "joint_relations",
-    "affinity_loss", "relation_loss", "StructureDistillation",
-    "IntegralKD", "decay_factor", "TERMS", "DECAYS",
-]
+_EXPORTS = {
+    "FeatureDistillation": "ikd_edu.distill.feature",
+    "attention_map": "ikd_edu.distill.feature",
+    "JointsMSELoss": "ikd_edu.distill.ground_truth",
+    "joints_mse": "ikd_edu.distill.ground_truth",
+    "DECAYS": "ikd_edu.distill.integral",
+    "TERMS": "ikd_edu.distill.integral",
+    "IntegralKD": "ikd_edu.distill.integral",
+    "decay_factor": "ikd_edu.distill.integral",
+    "LogitDistillation": "ikd_edu.distill.logit",
+    "heatmap_kl": "ikd_edu.distill.logit",
+    "AUTO_GRID": "ikd_edu.distill.structure",
+    "StructureDistillation": "ikd_edu.distill.structure",
+    "affinity_at": "ikd_edu.distill.structure",
+    "affinity_loss": "ikd_edu.distill.structure",
+    "joint_relations": "ikd_edu.distill.structure",
+    "pairwise_affinity": "ikd_edu.distill.structure",
+    "pool_features": "ikd_edu.distill.structure",
+    "pooled_grid_size": "ikd_edu.distill.structure",
+    "relation_loss": "ikd_edu.distill.structure",
+}
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -48,8 +48,8 @@ def _flip_fixed_batches(dataset, indices, cfg: Config):
 class TeacherCache:
     """The frozen teacher's outputs, computed once per training crop and reused (``distill.teacher_cache``).
 
-    On a CPU the teacher's forward pass is most of a distillation step (quick preset: a
-    student step with the teacher on the fly costs ~3x a plain one). The teacher is frozen,
+    On a CPU the teacher's forward pass is most of a distillation step (benchmarks/README.md).
+    The teacher is frozen,
     so its output for a crop never changes. With flip-only augmentation a training crop is
     a function of ``(record, flipped)`` alone, so the teacher is run once on **both**
     versions of every training crop - unflipped and flipped, cut exactly as the training
@@ -117,10 +117,9 @@ class CropCache:
     ``heatmaps (2, R, K, h, w)``, ``target_weight (2, R, K)`` (index 0 unflipped, 1 flipped),
     in the dataset's own dtypes. A batch of keys ``(index, seed)`` from the batch sampler is
     then a gather instead of R crops cut, warped and encoded by DataLoader workers on every
-    step; on 2 CPU cores that was half of a quickstart student step. Each key's flip is drawn
+    step (on a CPU a large share of a student step). Each key's flip is drawn
     exactly as the dataset draws it (:meth:`flipped`), so a run with the cache sees the very
-    same batches as one without (tested). Memory: ``2 R (3HW + Khw + K)`` floats (the
-    quickstart's students: R = 1,149 crops of 128x96, 458 MiB).
+    same batches as one without (tested). Memory: ``2 R (3HW + Khw + K)`` floats.
     """
 
     def __init__(self, dataset, rows: torch.Tensor, image: torch.Tensor, heatmaps: torch.Tensor,

@@ -234,7 +234,7 @@ def set_train_mode(module: nn.Module, freeze_bn: bool) -> None:
 def build_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
     o = cfg.optim
     params = [p for p in params if p.requires_grad]
-    # fused Adam: one kernel for all parameters (CPU: 7.6 -> 1.7 ms per step for quick-teacher)
+    # fused Adam: one kernel for all parameters instead of one per tensor
     fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
     if o.optimizer == "adam":
         return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay, fused=fused or None)
