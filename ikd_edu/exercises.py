@@ -719,6 +719,25 @@ def _affinity_value(fn, name, features) -> torch.Tensor:
     return _as_tensor(out, name, "the affinity")
 
 
+def _finite_and_scale_invariant(name: str, out, rescaled: Callable, zero: str, scale: str) -> None:
+    """A cosine-similarity matrix has no NaN/inf (``zero``: what has a zero norm) and ignores the input's scale."""
+    if not bool(torch.isfinite(out).all()):
+        _fail(name, f"the result has NaN/inf entries: {zero} divides by a zero norm - guard the division with a "
+                    "small eps (e.g. clamp the norm)")
+    with torch.no_grad():
+        again = rescaled()
+    if not _close(again.double(), out):
+        _fail(name, f"not scale-invariant: {scale} to unit length (cosine similarity)")
+
+
+def _unit_diagonal(name: str, out, ref, advice: str) -> None:
+    """Every vector with a non-zero norm has cosine similarity 1 with itself."""
+    diag = out.diagonal(dim1=1, dim2=2)
+    alive = ref.diagonal(dim1=1, dim2=2) > 0.5
+    if not _close(diag[alive], torch.ones_like(diag[alive])):
+        _fail(name, advice)
+
+
 def _diagnose_affinity(fn, name, features, out) -> None:
     n, c, h, w = features.shape
     gh, gw = pooled_grid_size((h, w))
@@ -739,14 +758,10 @@ def _diagnose_affinity(fn, name, features, out) -> None:
             _fail(name, f"returned {_shape(out)}: keep the batch axis, one P x P matrix per instance -> (N, P, P)")
         _fail(name, f"returned shape {_shape(out)} for features {_shape(features)}; expected (N, P, P) with "
                     f"P = H' * W' positions after pooling (here ({n}, {p}, {p}))")
-    if not bool(torch.isfinite(out).all()):
-        _fail(name, "the result has NaN/inf entries: a position whose channel vector is all zero (a dead ReLU) "
-                    "divides by a zero norm - guard the division with a small eps (e.g. clamp the norm)")
-    with torch.no_grad():
-        again = _affinity_value(fn, name, 3.0 * features)
-    if not _close(again.double(), out):
-        _fail(name, "not scale-invariant: multiplying the features by 3 changes the result; normalise each "
-                    "position's channel vector to unit length (cosine similarity)")
+    _finite_and_scale_invariant(
+        name, out, lambda: _affinity_value(fn, name, 3.0 * features),
+        "a position whose channel vector is all zero (a dead ReLU)",
+        "multiplying the features by 3 changes the result; normalise each position's channel vector")
     if (gh, gw) == (h, w):
         flipped = pairwise_affinity(features.transpose(-1, -2), pool=None)
         if _close(out, flipped):
@@ -761,11 +776,9 @@ def _diagnose_affinity(fn, name, features, out) -> None:
                                   pool=None)
         if _close(out, other):
             _fail(name, "the map is resized with interpolation; pool it with adaptive average pooling instead")
-    diag = out.diagonal(dim1=1, dim2=2)
-    alive = ref.diagonal(dim1=1, dim2=2) > 0.5
-    if not _close(diag[alive], torch.ones_like(diag[alive])):
-        _fail(name, "A_ii must be 1 (the cosine similarity of a vector with itself): normalise each position's "
-                    "C-vector (over the channel axis), not each channel over positions or the map as a whole")
+    _unit_diagonal(name, out, ref, "A_ii must be 1 (the cosine similarity of a vector with itself): normalise "
+                                   "each position's C-vector (over the channel axis), not each channel over "
+                                   "positions or the map as a whole")
     if not _close(out, out.transpose(1, 2)):
         _fail(name, "the affinity must be symmetric (A_ij = A_ji)")
     _fail(name, f"the value differs from pairwise_affinity (features {_shape(features)}, grid {gh} x {gw}): check "
@@ -817,25 +830,34 @@ def _compare_cosine_gradient(name, what, x, out, reference_fn, inputs, dead, fee
 
 def _check_affinity_body(fn: Callable):
     """The affinity check's cases; see :func:`check_affinity`."""
-    name = "affinity"
+    return _check_cosine_matrix(
+        fn, "affinity", _affinity_cases(), lambda x: _affinity_value(fn, "affinity", x), pairwise_affinity,
+        _diagnose_affinity, "features", _dead_positions, "ikd_edu.distill.structure.pairwise_affinity")
+
+
+def _check_cosine_matrix(fn, name: str, cases, value: Callable, reference: Callable, diagnose: Callable, what: str,
+                         dead_masks: Callable, label: str):
+    """Shared loop of the affinity and joint-relations checks: value, diagnosis, graph, gradient.
+
+    ``dead_masks(inputs) -> (dead, feeds_dead)``: the zero-norm vectors and the input entries feeding them.
+    """
     count = 0
     notes: list[str] = []
-    for features in _affinity_cases():
-        x = features.clone().requires_grad_(True)
-        out = _affinity_value(fn, name, x)
+    for inputs in cases:
+        x = inputs.clone().requires_grad_(True)
+        out = value(x)
         with torch.no_grad():
-            ref = pairwise_affinity(features)
+            ref = reference(inputs)
         if not _close(out, ref):
-            _diagnose_affinity(fn, name, features, out.detach().double())
+            diagnose(fn, name, inputs, out.detach().double())
         if not out.requires_grad:
-            _fail(name, "the result does not depend on the features through torch operations: it is used in a loss "
+            _fail(name, f"the result does not depend on the {what} through torch operations: it is used in a loss "
                         "on the student, so keep it in torch (no NumPy, no .detach())")
-        dead, feeds_dead = _dead_positions(features)
-        note = _compare_cosine_gradient(name, "features", x, out, pairwise_affinity, features, dead, feeds_dead,
-                                        seed=count)
+        dead, feeds_dead = dead_masks(inputs)
+        note = _compare_cosine_gradient(name, what, x, out, reference, inputs, dead, feeds_dead, seed=count)
         notes += [note] if note and note not in notes else []
         count += 1
-    return "ikd_edu.distill.structure.pairwise_affinity", count, notes
+    return label, count, notes
 
 
 def _relation_cases():
@@ -859,24 +881,18 @@ def _diagnose_relations(fn, name, heatmaps, out) -> None:
             _fail(name, f"returned {_shape(out)}: keep the batch axis, one K x K matrix per instance -> (N, K, K)")
         _fail(name, f"returned shape {_shape(out)} for heatmaps {_shape(heatmaps)}; expected (N, K, K) = "
                     f"({n}, {k}, {k})")
-    if not bool(torch.isfinite(out).all()):
-        _fail(name, "the result has NaN/inf entries: a joint whose heatmap is all zero divides by a zero norm - "
-                    "guard the division with a small eps (e.g. clamp the norm)")
-    with torch.no_grad():
-        again = _as_tensor(_call(fn, name, (2.5 * heatmaps,), f"heatmaps {_shape(heatmaps)}"), name, "the result")
-    if not _close(again.double(), out):
-        _fail(name, "not scale-invariant: multiplying the heatmaps by 2.5 changes the result; normalise each "
-                    "joint's flattened heatmap to unit length (cosine similarity)")
+    _finite_and_scale_invariant(
+        name, out, lambda: _as_tensor(_call(fn, name, (2.5 * heatmaps,), f"heatmaps {_shape(heatmaps)}"), name,
+                                      "the result"),
+        "a joint whose heatmap is all zero",
+        "multiplying the heatmaps by 2.5 changes the result; normalise each joint's flattened heatmap")
     flat = heatmaps.flatten(2)
     centred = F.normalize(flat - flat.mean(-1, keepdim=True), dim=-1)
     if _close(out, centred @ centred.transpose(1, 2)):
         _fail(name, "this is a correlation (the mean is subtracted); R is the cosine similarity of the raw "
                     "flattened heatmaps")
-    diag = out.diagonal(dim1=1, dim2=2)
-    alive = ref.diagonal(dim1=1, dim2=2) > 0.5
-    if not _close(diag[alive], torch.ones_like(diag[alive])):
-        _fail(name, "R_kk must be 1 (a joint's map compared with itself): normalise each joint's flattened "
-                    "heatmap (over its h*w pixels), not each pixel over the joints")
+    _unit_diagonal(name, out, ref, "R_kk must be 1 (a joint's map compared with itself): normalise each joint's "
+                                   "flattened heatmap (over its h*w pixels), not each pixel over the joints")
     _fail(name, f"the value differs from joint_relations (heatmaps {_shape(heatmaps)}): flatten each joint's map, "
                 "normalise it, and take all dot products between joints")
 
@@ -884,24 +900,16 @@ def _diagnose_relations(fn, name, heatmaps, out) -> None:
 def _check_joint_relations_body(fn: Callable):
     """The joint_relations check's cases; see :func:`check_joint_relations`."""
     name = "joint_relations"
-    count = 0
-    notes: list[str] = []
-    for heatmaps in _relation_cases():
-        x = heatmaps.clone().requires_grad_(True)
-        out = _as_tensor(_call(fn, name, (x,), f"heatmaps {_shape(heatmaps)}"), name, "the result")
-        with torch.no_grad():
-            ref = joint_relations(heatmaps)
-        if not _close(out, ref):
-            _diagnose_relations(fn, name, heatmaps, out.detach().double())
-        if not out.requires_grad:
-            _fail(name, "the result does not depend on the heatmaps through torch operations: it is used in a loss "
-                        "on the student, so keep it in torch (no NumPy, no .detach())")
+
+    def value(x):
+        return _as_tensor(_call(fn, name, (x,), f"heatmaps {_shape(x)}"), name, "the result")
+
+    def dead_masks(heatmaps):
         dead = heatmaps.flatten(2).norm(dim=-1) == 0  # (N, K): joints whose map is all zero
-        note = _compare_cosine_gradient(name, "heatmaps", x, out, joint_relations, heatmaps, dead,
-                                        dead[..., None, None].expand_as(heatmaps), seed=count)
-        notes += [note] if note and note not in notes else []
-        count += 1
-    return "ikd_edu.distill.structure.joint_relations", count, notes
+        return dead, dead[..., None, None].expand_as(heatmaps)
+
+    return _check_cosine_matrix(fn, name, _relation_cases(), value, joint_relations, _diagnose_relations,
+                                "heatmaps", dead_masks, "ikd_edu.distill.structure.joint_relations")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -284,6 +284,12 @@ def _acquire(folder: Path, lock: Path) -> int:
 # Readers
 # --------------------------------------------------------------------------------------
 _TYPE_NAMES = {dict: "a JSON object {...}", list: "a JSON list [...]"}
+#: what went wrong, by exception, when a file is no JSON at all (after JSONDecodeError, before OSError)
+_UNREADABLE_JSON = {
+    UnicodeDecodeError: "is not a text file (is it an image or archive?)",
+    RecursionError: "is nested too deeply to read (thousands of brackets)",
+    MemoryError: "is too large to read into memory",
+}
 
 
 def read_json(path: str | os.PathLike, what: str = "JSON file", expect: type | None = None,
@@ -306,12 +312,9 @@ def read_json(path: str | os.PathLike, what: str = "JSON file", expect: type | N
             raise UserError(f"{what} {path} is not valid JSON (the file is empty); {todo}") from None
         raise UserError(f"{what} {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
                         f"{todo}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{what} {path} is not a text file (is it an image or archive?); {todo}") from None
-    except RecursionError:
-        raise UserError(f"{what} {path} is nested too deeply to read (thousands of brackets); {todo}") from None
-    except MemoryError:
-        raise UserError(f"{what} {path} is too large to read into memory; {todo}") from None
+    except tuple(_UNREADABLE_JSON) as exc:
+        problem = next(text for kind, text in _UNREADABLE_JSON.items() if isinstance(exc, kind))
+        raise UserError(f"{what} {path} {problem}; {todo}") from None
     except OSError as exc:
         raise UserError(os_error_message(exc, path, "read")) from None
     if expect is not None and not isinstance(data, expect):

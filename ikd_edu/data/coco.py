@@ -152,6 +152,92 @@ def _keypoint_category(data: dict, num_joints: int, ann_file) -> int:
     return cat.get("id", 1)
 
 
+def _keep_valid_images(entries: list, out: CocoPersons) -> None:
+    """``out.images[id] = {file_name, width, height}`` for every well-formed image entry; problems counted."""
+    images = out.images
+    for im in entries:
+        if not isinstance(im, dict) or not isinstance(im.get("id"), int) or not isinstance(im.get("file_name"), str):
+            out.add_problem("image entry malformed (needs id, file_name, width, height)", repr(im)[:80])
+            continue
+        w, h = im.get("width"), im.get("height")
+        if not (_is_number(w) and _is_number(h) and w > 0 and h > 0):
+            out.add_problem("image entry malformed (needs id, file_name, width, height)", f"image id {im['id']}")
+            continue
+        if im["id"] in images:
+            out.add_problem("duplicate image id", f"image id {im['id']}")
+            continue
+        if path_leaves_folder(im["file_name"]):
+            out.add_problem(HOSTILE_PATH, f"image id {im['id']}: {im['file_name'][:60]!r}")
+            continue
+        images[im["id"]] = {"file_name": im["file_name"], "width": float(w), "height": float(h)}
+
+
+def _finite_or_problem(values, out: CocoPersons, where: str, malformed: str, not_finite: str) -> bool:
+    """True when ``values`` (a list, or None when already malformed) are finite numbers; else one problem counted."""
+    finite = _finite_numbers(values) if values is not None else None
+    if finite is None:
+        out.add_problem(malformed, where)
+    elif not finite:
+        out.add_problem(not_finite, where)
+    return bool(finite)
+
+
+def _person(ann, i: int, k: int, person_cat, out: CocoPersons):
+    """``(image_id, ann_id, box xywh clipped, joints (K, 3), area)`` of one annotation, or None (counted)."""
+    if not isinstance(ann, dict):
+        out.add_problem("annotation is not a JSON object", f"annotation #{i}")
+        return None
+    aid = ann.get("id", i)
+    where = f"annotation id {aid} (image {ann.get('image_id')})"
+    info = out.images.get(ann.get("image_id")) if isinstance(ann.get("image_id"), int) else None
+    if info is None:
+        out.add_problem("annotation for unknown image", where)
+        return None
+    if ann.get("category_id", person_cat) != person_cat:
+        out.skipped["not a person"] += 1
+        return None
+    if ann.get("iscrowd", 0):
+        out.skipped["crowd (iscrowd=1)"] += 1
+        return None
+    kps = ann.get("keypoints")
+    if not isinstance(kps, list) or len(kps) != 3 * k:
+        n = len(kps) if isinstance(kps, list) else "no"
+        out.add_problem(f"wrong keypoint count (expected {3 * k} numbers)", f"{where}: {n} numbers")
+        return None
+    if not _finite_or_problem(kps, out, where, "non-numeric keypoints", "NaN/inf keypoint coordinates"):
+        return None
+    kp = np.asarray(kps, dtype=np.float64).reshape(k, 3)
+    labelled = kp[:, 2] > 0
+    if not labelled.any():
+        out.skipped["no labelled joint"] += 1
+        return None
+    bbox = ann.get("bbox")
+    if not _finite_or_problem(bbox if isinstance(bbox, list) and len(bbox) == 4 else None, out, where,
+                              "bbox missing or malformed", "NaN/inf bbox"):
+        return None
+    x, y, bw, bh = bbox
+    area = ann.get("area", bw * bh)
+    if not _is_number(area) or not math.isfinite(area):
+        area = bw * bh
+    # reference _sanitize: clip the box to the image
+    width, height = info["width"], info["height"]
+    x1, y1 = max(0.0, x), max(0.0, y)
+    x2 = min(width - 1, x1 + max(0.0, bw - 1))
+    y2 = min(height - 1, y1 + max(0.0, bh - 1))
+    # a box that collapses to a point would give scale 0 (the reference keeps w == 0 or h == 0)
+    if area <= 0 or bw <= 0 or bh <= 0:
+        out.add_problem("zero-area or negative box", f"{where}: bbox {bbox}")
+        return None
+    if x2 < x1 or y2 < y1 or (x2 == x1 and y2 == y1):
+        out.add_problem("box outside the image", f"{where}: bbox {bbox}")
+        return None
+    xy = kp[labelled, :2]
+    if (xy < 0).any() or (xy[:, 0] > width).any() or (xy[:, 1] > height).any():
+        out.add_problem("labelled keypoints outside the image", where)
+        return None
+    return ann["image_id"], (aid if isinstance(aid, int) else i), [x1, y1, x2 - x1, y2 - y1], kp, float(area)
+
+
 def parse_coco_keypoints(data: dict, num_joints: int = 17, ann_file="annotations") -> CocoPersons:
     """Validate every image and annotation entry; keep the usable persons.
 
@@ -170,90 +256,13 @@ def parse_coco_keypoints(data: dict, num_joints: int = 17, ann_file="annotations
         joints=np.zeros((0, k, 3)), areas=np.zeros(0), images={}, n_annotations=len(data["annotations"]),
         num_keypoints=k,
     )
-    images = out.images
-    for im in data["images"]:
-        if not isinstance(im, dict) or not isinstance(im.get("id"), int) or not isinstance(im.get("file_name"), str):
-            out.add_problem("image entry malformed (needs id, file_name, width, height)", repr(im)[:80])
-            continue
-        w, h = im.get("width"), im.get("height")
-        if not (_is_number(w) and _is_number(h) and w > 0 and h > 0):
-            out.add_problem("image entry malformed (needs id, file_name, width, height)", f"image id {im['id']}")
-            continue
-        if im["id"] in images:
-            out.add_problem("duplicate image id", f"image id {im['id']}")
-            continue
-        if path_leaves_folder(im["file_name"]):
-            out.add_problem(HOSTILE_PATH, f"image id {im['id']}: {im['file_name'][:60]!r}")
-            continue
-        images[im["id"]] = {"file_name": im["file_name"], "width": float(w), "height": float(h)}
-
+    _keep_valid_images(data["images"], out)
     image_ids, ann_ids, boxes, joints, areas = [], [], [], [], []
     for i, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, dict):
-            out.add_problem("annotation is not a JSON object", f"annotation #{i}")
-            continue
-        aid = ann.get("id", i)
-        where = f"annotation id {aid} (image {ann.get('image_id')})"
-        info = images.get(ann.get("image_id")) if isinstance(ann.get("image_id"), int) else None
-        if info is None:
-            out.add_problem("annotation for unknown image", where)
-            continue
-        if ann.get("category_id", person_cat) != person_cat:
-            out.skipped["not a person"] += 1
-            continue
-        if ann.get("iscrowd", 0):
-            out.skipped["crowd (iscrowd=1)"] += 1
-            continue
-        kps = ann.get("keypoints")
-        if not isinstance(kps, list) or len(kps) != 3 * k:
-            n = len(kps) if isinstance(kps, list) else "no"
-            out.add_problem(f"wrong keypoint count (expected {3 * k} numbers)", f"{where}: {n} numbers")
-            continue
-        finite = _finite_numbers(kps)
-        if finite is None:
-            out.add_problem("non-numeric keypoints", where)
-            continue
-        if not finite:
-            out.add_problem("NaN/inf keypoint coordinates", where)
-            continue
-        kp = np.asarray(kps, dtype=np.float64).reshape(k, 3)
-        labelled = kp[:, 2] > 0
-        if not labelled.any():
-            out.skipped["no labelled joint"] += 1
-            continue
-        bbox = ann.get("bbox")
-        finite = _finite_numbers(bbox) if isinstance(bbox, list) and len(bbox) == 4 else None
-        if finite is None:
-            out.add_problem("bbox missing or malformed", where)
-            continue
-        if not finite:
-            out.add_problem("NaN/inf bbox", where)
-            continue
-        x, y, bw, bh = bbox
-        area = ann.get("area", bw * bh)
-        if not _is_number(area) or not math.isfinite(area):
-            area = bw * bh
-        # reference _sanitize: clip the box to the image
-        width, height = info["width"], info["height"]
-        x1, y1 = max(0.0, x), max(0.0, y)
-        x2 = min(width - 1, x1 + max(0.0, bw - 1))
-        y2 = min(height - 1, y1 + max(0.0, bh - 1))
-        # a box that collapses to a point would give scale 0 (the reference keeps w == 0 or h == 0)
-        if area <= 0 or bw <= 0 or bh <= 0:
-            out.add_problem("zero-area or negative box", f"{where}: bbox {bbox}")
-            continue
-        if x2 < x1 or y2 < y1 or (x2 == x1 and y2 == y1):
-            out.add_problem("box outside the image", f"{where}: bbox {bbox}")
-            continue
-        xy = kp[labelled, :2]
-        if (xy < 0).any() or (xy[:, 0] > width).any() or (xy[:, 1] > height).any():
-            out.add_problem("labelled keypoints outside the image", where)
-            continue
-        image_ids.append(ann["image_id"])
-        ann_ids.append(aid if isinstance(aid, int) else i)
-        boxes.append([x1, y1, x2 - x1, y2 - y1])
-        joints.append(kp)
-        areas.append(float(area))
+        person = _person(ann, i, k, person_cat, out)
+        if person is not None:
+            for column, value in zip((image_ids, ann_ids, boxes, joints, areas), person):
+                column.append(value)
     if joints:
         out.image_ids = np.asarray(image_ids, np.int64)
         out.ann_ids = np.asarray(ann_ids, np.int64)

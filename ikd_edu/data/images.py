@@ -19,6 +19,7 @@ would need 1.2 GB. Raise it with the environment variable ``IKD_MAX_IMAGE_PIXELS
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -166,35 +167,28 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
                 return arr
     import io
 
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
-            im = Image.open(io.BytesIO(data))
+    with _pil_errors(path, "cannot decode image {path} (corrupt or truncated?): {exc}"):
+        im = Image.open(io.BytesIO(data))
         with im:
             check_pixels(path, im.size[1], im.size[0])  # from the header, before decoding
             im.load()  # raises on truncated files (ImageFile.LOAD_TRUNCATED_IMAGES is False)
             return _pil_to_rgb(im)
-    except Image.DecompressionBombError:
-        raise UserError(f"image {path} is too large to decode safely (a decompression bomb?); downscale it, "
-                        f"or raise the limit with {MAX_PIXELS_ENV}=N") from None
-    except UnidentifiedImageError:
-        raise UserError(f"{path} is not an image file PIL can read (corrupt or wrong format)") from None
-    except (OSError, SyntaxError, ValueError) as exc:  # truncated, broken chunks, ...
-        raise UserError(f"cannot decode image {path} (corrupt or truncated?): {exc}") from None
 
 
-def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """``(H, W)`` of an image from its header only (fast: no decode). Raises like :func:`load_rgb`."""
+@contextlib.contextmanager
+def _pil_errors(path: Path, otherwise: str):
+    """PIL's exceptions inside the block as one-line errors; ``otherwise`` (``{path}``, ``{exc}``) for the rest.
+
+    PIL's own pixel limit is silenced: :func:`check_pixels` applies ours, which says how to raise it.
+    """
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
+            yield
     except Image.DecompressionBombError:
         raise UserError(f"image {path} is too large to decode safely (a decompression bomb?); downscale it, "
                         f"or raise the limit with {MAX_PIXELS_ENV}=N") from None
@@ -202,7 +196,16 @@ def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
         raise ImageNotFoundError(f"image not found: {path}") from None
     except UnidentifiedImageError:
         raise UserError(f"{path} is not an image file PIL can read (corrupt or wrong format)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise UserError(f"cannot read image header of {path}: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated, broken chunks, ...
+        raise UserError(otherwise.format(path=path, exc=exc)) from None
+
+
+def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(H, W)`` of an image from its header only (fast: no decode). Raises like :func:`load_rgb`."""
+    from PIL import Image
+
+    path = Path(path)
+    with _pil_errors(path, "cannot read image header of {path}: {exc}"), Image.open(path) as im:
+        w, h = im.size
     check_pixels(path, h, w)
     return h, w

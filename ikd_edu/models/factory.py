@@ -22,24 +22,24 @@ def _simple_baseline(depth: int) -> Callable[..., PoseModel]:
     return build
 
 
-def build_quick_teacher(
-    num_joints: int = 17, widths=(32, 64, 128, 256), blocks=(2, 2, 2, 2), deconv_channels=128, stem_kernel=7, pretrained=None
-) -> PoseModel:
-    """CPU-sized teacher: custom residual trunk 32-256 ch, 2 BasicBlocks per stage, 3 x 128 deconvs."""
-    return PoseResNet(
-        num_joints, depth=None, widths=widths, blocks=blocks, deconv_channels=deconv_channels,
-        stem_kernel=stem_kernel, pretrained=pretrained,
-    )
+def _quick_builder(widths, blocks, deconv_channels: int, doc: str):
+    """A CPU-sized model's builder: custom residual trunk (``widths``, ``blocks`` per stage) + 3 deconvs."""
+
+    def build(num_joints: int = 17, widths=widths, blocks=blocks, deconv_channels=deconv_channels, stem_kernel=7,
+              pretrained=None) -> PoseModel:
+        return PoseResNet(num_joints, depth=None, widths=widths, blocks=blocks, deconv_channels=deconv_channels,
+                          stem_kernel=stem_kernel, pretrained=pretrained)
+
+    build.__doc__ = doc
+    return build
 
 
-def build_quick_student(
-    num_joints: int = 17, widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1), deconv_channels=64, stem_kernel=7, pretrained=None
-) -> PoseModel:
-    """CPU-sized student: custom residual trunk 16-128 ch, 1 BasicBlock per stage, 3 x 64 deconvs."""
-    return PoseResNet(
-        num_joints, depth=None, widths=widths, blocks=blocks, deconv_channels=deconv_channels,
-        stem_kernel=stem_kernel, pretrained=pretrained,
-    )
+build_quick_teacher = _quick_builder(
+    (32, 64, 128, 256), (2, 2, 2, 2), 128,
+    "CPU-sized teacher: custom residual trunk 32-256 ch, 2 BasicBlocks per stage, 3 x 128 deconvs.")
+build_quick_student = _quick_builder(
+    (16, 32, 64, 128), (1, 1, 1, 1), 64,
+    "CPU-sized student: custom residual trunk 16-128 ch, 1 BasicBlock per stage, 3 x 64 deconvs.")
 
 
 #: name -> builder(num_joints=..., pretrained=..., **overrides). The order is list_models()'s.

@@ -55,6 +55,19 @@ def _batch(x, name: str, ndim: int) -> list:
     return items
 
 
+def _one_of(name: str, value, options) -> str:
+    if value not in options:
+        raise ValueError(f"{name} must be one of {options}; got {value!r}")
+    return value
+
+
+def _index_below(name: str, value, n: int) -> int:
+    value = int(value)
+    if not 0 <= value < n:
+        raise ValueError(f"{name} {value} out of range 0..{n - 1}")
+    return value
+
+
 class _Explorer:
     """Shared plumbing: state, controls -> update, lazy widget, PNG rendering."""
 
@@ -203,19 +216,14 @@ class HeatmapExplorer(_Explorer):
 
     def _normalise(self, name, value):
         if name == "sample":
-            value = int(value)
-            if not 0 <= value < len(self.groups):
-                raise ValueError(f"sample {value} out of range 0..{len(self.groups) - 1}")
-            return value
+            return _index_below("sample", value, len(self.groups))
         if name == "person":
             return int(value)  # clamped in _after_change (depends on the sample)
         if name == "joint":
             index = resolve_joint(value, self.skeleton, self.num_joints)
             return "all" if index is None else index
         if name == "view":
-            if value not in self.VIEWS:
-                raise ValueError(f"view must be one of {self.VIEWS}; got {value!r}")
-            return value
+            return _one_of("view", value, self.VIEWS)
         raise KeyError(name)
 
     def _after_change(self, changed):
@@ -325,14 +333,9 @@ class FeatureBrowser(_Explorer):
         if name == "channel":
             return int(value)
         if name == "sample":
-            value = int(value)
-            if not 0 <= value < self.num_samples:
-                raise ValueError(f"sample {value} out of range 0..{self.num_samples - 1}")
-            return value
+            return _index_below("sample", value, self.num_samples)
         if name == "mode":
-            if value not in self.MODES:
-                raise ValueError(f"mode must be one of {self.MODES}; got {value!r}")
-            return value
+            return _one_of("mode", value, self.MODES)
         raise KeyError(name)
 
     def _after_change(self, changed):
