@@ -323,7 +323,8 @@ class TopDownDataset(torch.utils.data.Dataset):
     ``self.rec_gt_area`` ``(N,)``.
     """
 
-    def _setup(self, input_size, heatmap_size, sigma, train, augment, skeleton, unbiased_encoding,
+    def _setup(self, input_size, heatmap_size, sigma: float = 2.0, train: bool = False,
+               augment: AugmentConfig | None = None, skeleton: Skeleton = COCO, unbiased_encoding: bool = False,
                target_weight_rule: str = "reference", channel_order: str = "rgb") -> None:
         if target_weight_rule not in TARGET_WEIGHT_RULES:
             raise UserError(f"target_weight_rule: expected one of {', '.join(TARGET_WEIGHT_RULES)}, "

@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 
 from ikd_edu.data.coco import TopDownDataset
-from ikd_edu.data.transforms import AugmentConfig
 from ikd_edu.errors import UserError
 from ikd_edu.io import read_json
 from ikd_edu.skeleton import MPII, Skeleton
@@ -92,8 +91,9 @@ class TopDownMpiiDataset(TopDownDataset):
         ann_file: SimpleBaseline-layout JSON (see the module docstring).
         image_dir: folder of the MPII images.
         input_size: crop ``(H, W)`` (reference 256x256); heatmap_size ``(h, w)`` (64x64).
-        train / augment / sigma / unbiased_encoding / max_instances / target_weight_rule / channel_order:
-            as for COCO.
+        max_instances: as for COCO.
+        crop_options: ``sigma``, ``train``, ``augment``, ``unbiased_encoding``, ``target_weight_rule``,
+            ``channel_order``, as for COCO.
         head_box_file: head boxes for PCKh (default ``gt_valid.mat`` beside ``ann_file``;
             ignored when every entry has ``head_box``); see :func:`resolve_head_boxes`.
         need_head_boxes: resolve them now, UserError if missing (default: ``not train``).
@@ -103,30 +103,16 @@ class TopDownMpiiDataset(TopDownDataset):
     Attributes: ``head_boxes`` ``(N, 4)`` (NaN where unknown: a training set without them).
     """
 
-    def __init__(
-        self,
-        ann_file,
-        image_dir,
-        input_size=(256, 256),
-        heatmap_size=(64, 64),
-        sigma: float = 2.0,
-        train: bool = False,
-        augment: AugmentConfig | None = None,
-        skeleton: Skeleton = MPII,
-        unbiased_encoding: bool = False,
-        max_instances: int | None = None,
-        target_weight_rule: str = "reference",
-        head_box_file=None,
-        need_head_boxes: bool | None = None,
-        channel_order: str = "rgb",
-    ) -> None:
-        self._setup(input_size, heatmap_size, sigma, train, augment, skeleton, unbiased_encoding, target_weight_rule,
-                    channel_order)
+    def __init__(self, ann_file, image_dir, input_size=(256, 256), heatmap_size=(64, 64), skeleton: Skeleton = MPII,
+                 max_instances: int | None = None, head_box_file=None, need_head_boxes: bool | None = None,
+                 **crop_options) -> None:
+        # crop_options: the crop and target keywords every top-down dataset takes (TopDownDataset._setup)
+        self._setup(input_size, heatmap_size, skeleton=skeleton, **crop_options)
         self.ann_file, self.image_dir = Path(ann_file), Path(image_dir)
         entries = _load_entries(self.ann_file)
         if not self.image_dir.is_dir():
             raise UserError(mpii_not_found_message(self.image_dir, "image folder"))
-        need_head_boxes = (not train) if need_head_boxes is None else need_head_boxes
+        need_head_boxes = (not self.train) if need_head_boxes is None else need_head_boxes
         resolved = resolve_head_boxes(self.ann_file, entries, head_box_file) if need_head_boxes else None
         if max_instances is not None:
             entries = entries[: int(max_instances)]
