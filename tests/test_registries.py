@@ -15,30 +15,7 @@ from torch import nn
 from ikd_edu.distill import registry
 from ikd_edu.train import engine
 from ikd_edu.train.config import load_config
-
-TINY_TEACHER = "{widths: [8, 8, 16, 16], blocks: [1, 1, 1, 1], deconv_channels: 16}"
-TINY_STUDENT = "{widths: [8, 8, 8, 16], blocks: [1, 1, 1, 1], deconv_channels: 8}"
-
-
-def tiny(root, out, **extra) -> list[str]:
-    sets = {
-        "data.dataset": "coco", "data.root": str(root), "data.input_size": "64x64", "data.heatmap_size": "16x16",
-        "data.num_workers": 0, "model.teacher_options": TINY_TEACHER, "model.student_options": TINY_STUDENT,
-        "optim.steps": 2, "optim.batch_size": 8, "optim.schedule": "constant", "run.out_dir": str(out),
-        "run.log_every": 1, "run.eval_every": 1000, "run.ckpt_every": 2, "run.tensorboard": "false",
-        "run.progress": "off", "run.deterministic": "true", "run.eval_batch_size": 16,
-    }
-    sets.update(extra)
-    return [f"{k}={v}" for k, v in sets.items()]
-
-
-def teacher_checkpoint(path):
-    from ikd_edu.models import build_model
-
-    torch.manual_seed(0)
-    model = build_model("quick-teacher", widths=[8, 8, 16, 16], blocks=[1, 1, 1, 1], deconv_channels=16)
-    torch.save(model.state_dict(), path)
-    return path
+from tiny_runs import make_teacher_checkpoint, tiny
 
 
 class ToyTerm(nn.Module):
@@ -60,8 +37,8 @@ TOY = registry.Term(
 
 def test_a_term_added_through_the_registry_alone_is_trained(synthetic_root, tmp_path):
     out = tmp_path / "toy"
-    ckpt = teacher_checkpoint(tmp_path / "teacher.pt")
-    overrides = tiny(synthetic_root, out, **{"distill.terms": "toy,logit", "model.teacher_checkpoint": ckpt})
+    ckpt = make_teacher_checkpoint(tmp_path / "teacher.pt")
+    overrides = tiny(synthetic_root, out, steps=2, **{"distill.terms": "toy,logit", "model.teacher_checkpoint": ckpt})
     with registry.registered_term(TOY):
         cfg = load_config("quick", overrides, role="student")
         assert cfg.distill.terms == ["logit", "toy"]  # the registry's order
@@ -125,7 +102,7 @@ def test_a_dataset_added_through_the_registry_alone_is_trained_and_scored(synthe
 
     spec = data_registry.DatasetSpec("toy", build, skeleton, score, "PCKbox")
     out = tmp_path / "toy-data"
-    overrides = tiny(synthetic_root, out, **{"data.dataset": "toy"})
+    overrides = tiny(synthetic_root, out, steps=2, **{"data.dataset": "toy"})
     with data_registry.registered_dataset(spec):
         cfg = load_config("quick", overrides, role="teacher")
         assert cfg.num_joints == 17 and engine.primary_metric(cfg) == "PCKbox"
