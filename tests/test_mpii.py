@@ -104,7 +104,7 @@ def test_training_evaluation_of_ground_truth_gives_pckh_100(mpii_root):
     """The preset's val set -> GT heatmaps -> the evaluation's decode + PCKh: 100 %.
 
     Ground truth takes the place of the network: each item's target heatmaps go through the
-    same decode and inverse affine as ``engine.predict`` and into ``engine.score_predictions``.
+    same decode and inverse affine as ``inference.predict`` and into ``engine.score_predictions``.
     """
     from ikd_edu.codec import decode_heatmaps
     from ikd_edu.geometry import heatmap_to_image

@@ -38,7 +38,7 @@ once for its mirror image (``distill.teacher_cache``, see
 :class:`ikd_edu.train.caches.TeacherCache`): the exact targets of a forward pass, stored, so a
 KD step costs little more than a plain one (figures: benchmarks/README.md).
 With flip-only augmentation the students' crops themselves are also cut and encoded once
-(``data.cache_crops``, :class:`ikd_edu.train.engine.CropCache`): the same batches, without
+(``data.cache_crops``, :class:`ikd_edu.train.caches.CropCache`): the same batches, without
 re-cutting them on every step.
 
 ``--fast`` is a smoke test (tiny data, a few steps, meaningless numbers).

@@ -50,8 +50,6 @@ __all__ = ["IntegralKD", "decay_factor", "TERMS", "DECAYS"]
 #: The built-in distillation parts, in the order they are reported. ``"structure"`` = affinity + relation.
 #: (A snapshot at import: the live table is :mod:`ikd_edu.distill.registry`.)
 TERMS: tuple[str, ...] = registry.part_names()
-TERM_ALIASES: dict[str, tuple[str, ...]] = {u: registry.parts_of(u) for u in registry.user_terms()
-                                            if registry.parts_of(u) != (u,)}
 DECAYS: tuple[str, ...] = ("none", "linear", "cosine")
 
 

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ikd_edu.inference import autocast_context
 from ikd_edu.train.config import Config
-from ikd_edu.train.runtime import autocast_context
 
 
 def _cache_rows(n: int, indices) -> torch.Tensor:

@@ -56,14 +56,13 @@ import torch
 from torch import nn
 
 from ikd_edu.errors import UserError
-from ikd_edu.evaluate import coco_subset
-from ikd_edu.inference import merge_predictions, predict
+from ikd_edu.inference import autocast_context, merge_predictions, predict
 from ikd_edu.io import check_output_dir, load_torch, lock_output_dir, save_torch, write_json
 from ikd_edu.train import distributed as D
 from ikd_edu.train.caches import CropCache, TeacherCache
 from ikd_edu.train.config import Config, config_from_dict, config_to_dict, save_config
-from ikd_edu.train.runtime import (amp_settings, autocast_context, rng_state, seed_everything, seed_worker,
-                                   select_device, set_rng_state)
+from ikd_edu.train.runtime import (amp_settings, rng_state, seed_everything, seed_worker, select_device,
+                                   set_rng_state)
 
 CHECKPOINT_FORMAT = 1
 #: test hook: SIGKILL this process right after the given global step (resume tests)

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from ikd_edu.errors import UserError
-from ikd_edu.inference import autocast_context  # noqa: F401  (re-exported: the engine and caches use it)
 
 
 def select_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
