@@ -63,6 +63,14 @@ FULL = {
     "student_steps": 800,
     "batch_size": 32,
     "num_workers": 4,
+    # the paper's models at the paper's size (COCO when data/coco holds it, else synthetic 640x480);
+    # expected on one H100/H200 (bf16, device pipeline): teacher 1,500 steps x 32 ~2-4 min, each
+    # student 800 steps ~1-2 min plus evaluation (not yet measured: benchmarks/gpu_train.py)
+    "teacher_model": "simplebaseline-r50",
+    "student_model": "student",
+    "input_size": (256, 192),
+    "image_size": (480, 640),
+    "pipeline": "device",
 }
 
 
@@ -230,6 +238,10 @@ def data_root(mode: Mode, progress: bool = False) -> Path:
     from ikd_edu.data.synthetic import ensure_synthetic
 
     s = mode.settings
+    if "image_size" in s:  # full mode: COCO-like image size
+        h, w = s["image_size"]
+        return ensure_synthetic(course_dir() / f"data-{s['images']}-{h}x{w}", s["images"], seed=0,
+                                val_images=s["val_images"], image_size=(h, w), progress=progress)
     root = course_dir() / f"data-{s['images']}"
     return ensure_synthetic(root, s["images"], seed=0, val_images=s["val_images"], progress=progress)
 
@@ -258,7 +270,23 @@ def run_overrides(mode: Mode, role: str, steps: int) -> list[str]:
             "distill.teacher_cache=true", "data.cache_crops=true",
             f"model.teacher_checkpoint={teacher_checkpoint(mode)}",
         ]
-    return base
+    return base + paper_overrides(mode)
+
+
+def paper_overrides(mode: Mode) -> list[str]:
+    """Full mode: the paper's teacher and student at 256x192 (on COCO when present); quick mode: none."""
+    s = mode.settings
+    if "teacher_model" not in s:
+        return []
+    h, w = s["input_size"]
+    over = [f"model.teacher={s['teacher_model']}", f"model.student={s['student_model']}",
+            f"data.input_size={h},{w}", f"data.heatmap_size={h // 4},{w // 4}", f"data.pipeline={s['pipeline']}",
+            f"data.synthetic_image_size={s['image_size'][0]},{s['image_size'][1]}"]
+    if mode.coco_root is not None:
+        over += ["data.dataset=coco", f"data.root={mode.coco_root}",
+                 "data.train_ann=annotations/person_keypoints_train2017.json", "data.train_images=train2017",
+                 "data.val_ann=annotations/person_keypoints_val2017.json", "data.val_images=val2017"]
+    return over
 
 
 def config(mode: Mode, role: str, terms: Sequence[str] = (), name: str | None = None,
@@ -281,7 +309,7 @@ def config(mode: Mode, role: str, terms: Sequence[str] = (), name: str | None = 
     run_dir = course_dir() / mode.name
     base = run_overrides(mode, role, steps)
     if role == "student":
-        base.insert(-3, f"distill.terms={','.join(terms) if terms else 'none'}")
+        base.append(f"distill.terms={','.join(terms) if terms else 'none'}")
     cfg_probe = load_config("quick", base + list(overrides), role=role, check_files=False)
     folder = name or cfg_probe.variant_name()
     return load_config("quick", base + [f"run.out_dir={run_dir / folder}"] + list(overrides), role=role,
@@ -289,7 +317,10 @@ def config(mode: Mode, role: str, terms: Sequence[str] = (), name: str | None = 
 
 
 def teacher_checkpoint(mode: Mode) -> Path:
-    """The teacher students distil from: the released ``quick-teacher``, installed in the course folder."""
+    """The teacher students distil from: the released ``quick-teacher``, installed in the course folder
+    (full mode: the SimpleBaseline-R50 teacher trained by :func:`own_teacher`)."""
+    if paper_overrides(mode):
+        return course_dir() / mode.name / "teacher" / "best.pt"
     return Path(released_teacher_config(mode).run.out_dir) / "best.pt"
 
 
@@ -347,6 +378,8 @@ def teacher(mode: Mode):
     validation images the first time, loaded afterwards. ``summary['final']`` is the AP measured here."""
     from ikd_edu.train import released as R
 
+    if paper_overrides(mode):  # full mode: no released R50 teacher for this data; train the paper's
+        return own_teacher(mode)
     cfg = released_teacher_config(mode)
     summary = finished(cfg)
     if summary is None:

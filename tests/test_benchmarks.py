@@ -36,3 +36,18 @@ def test_bench_distill_prints_each_term():
     for row in ("plain", "+teacher", "+logit", "+feature", "+structure", "+all"):
         assert any(ln.startswith(row) for ln in out.splitlines()), f"row {row!r} missing:\n{out}"
     assert "structure term" in out and "% of plain" in out
+
+
+def test_gpu_train_smoke_on_cpu_runs_the_engine_loop(tmp_path):
+    """gpu_train.py at a tiny size on the CPU: data-only, the engine's teacher/student/IKD runs, tensor-only."""
+    import json
+
+    out = tmp_path / "gpu_train.json"
+    run("benchmarks/gpu_train.py", "--device", "cpu", "--tiny", "--json", str(out))
+    res = json.loads(out.read_text())
+    assert res["data_host_crops_s"] > 0 and res["data_device_crops_s"] > 0
+    for role in ("e2e_teacher", "e2e_student", "e2e_ikd"):
+        assert res[role]["steps"] == 4 and res[role]["img_s"] > 0, res[role]
+    for key in ("teacher_train_img_s", "student_train_img_s", "ikd_train_img_s", "ikd_cached_teacher_train_img_s",
+                "teacher_infer_b1_img_s", "student_infer_b4_img_s"):
+        assert res[key] > 0, key

@@ -308,6 +308,94 @@ def denormalize(image: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> to
 # --------------------------------------------------------------------------- one person
 
 
+def draw_augmentation(
+    center,
+    scale,
+    joints,
+    *,
+    image_width: int,
+    input_size: tuple[int, int],
+    skeleton: Skeleton,
+    train: bool = False,
+    augment: AugmentConfig | None = None,
+    rng: np.random.Generator | None = None,
+) -> dict:
+    """The random part of one training sample: half-body box, scale, rotation and flip.
+
+    Draws from ``rng`` in the reference order (half-body, then :func:`sample_augmentation`)
+    and applies the flip to the joints and the centre (``x -> image_width - 1 - x``). Needs
+    only the image *width*, not its pixels, so the device pipeline
+    (:mod:`ikd_edu.data.device_pipeline`) draws it in a worker from the JPEG header.
+
+    Args:
+        center: ``(2,)`` image pixels; scale: ``(2,)`` box size / 200.
+        joints: ``(K, 3)`` (x, y, v) in image pixels; ``v > 0`` means labelled.
+        image_width: width of the image, for the flip; input_size: crop ``(H, W)``.
+        train: apply ``augment`` (half-body, scale, rotation, flip) drawn from ``rng``.
+
+    Returns:
+        dict with ``center (2,)``, ``scale (2,)``, ``rotation`` (degrees), ``flip`` (bool),
+        ``xy (K, 2)`` image pixels (flipped if ``flip``), ``visible (K,)`` float64 (labelled).
+    """
+    joints = np.asarray(joints, dtype=np.float64)
+    c = np.array(center, dtype=np.float64).reshape(2)
+    s = np.array(scale, dtype=np.float64).reshape(2)
+    visible = (joints[:, 2] > 0).astype(np.float64)
+    xy = joints[:, :2]
+    rotation, flip = 0.0, False
+    out_h, out_w = input_size
+    if train:
+        cfg = augment or AugmentConfig()
+        rng = rng if rng is not None else np.random.default_rng()
+        if cfg.half_body_prob > 0 and visible.sum() > cfg.half_body_min_joints and rng.random() < cfg.half_body_prob:
+            hc, hs = half_body_transform(xy, visible, skeleton, out_w / out_h, rng, enlarge=cfg.half_body_scale)
+            if hc is not None:
+                c, s = hc, hs
+        scale_mult, rotation, flip = sample_augmentation(rng, cfg)
+        s = s * scale_mult
+    if flip:
+        xy, visible = flip_joints(xy, visible, image_width, skeleton.flip_index)
+        c = flip_center(c, image_width)
+    return {"center": c, "scale": s, "rotation": rotation, "flip": flip, "xy": xy, "visible": visible}
+
+
+def crop_geometry(center, scale, rotation, flip, xy, visible, image_width, input_size: tuple[int, int],
+                  target_weight_rule: str = "reference") -> dict:
+    """Crop matrices and crop-pixel joints of N drawn samples (batched :func:`draw_augmentation` outputs).
+
+    Args:
+        center, scale: ``(N, 2)``; rotation: ``(N,)`` degrees; flip: ``(N,)`` bool;
+        xy: ``(N, K, 2)`` image pixels (already flipped); visible: ``(N, K)``;
+        image_width: ``(N,)`` width of each sample's image (for the flip matrix);
+        input_size: crop ``(H, W)``;
+        target_weight_rule: ``"reference"`` (``visible`` = labelled) or ``"inside-crop"``
+            (labelled and inside the crop); see :data:`TARGET_WEIGHT_RULES`.
+
+    Returns:
+        dict with ``matrix (N, 2, 3)`` original image -> crop (the flip folded in),
+        ``joints_crop (N, K, 2)`` crop pixels and ``visible (N, K)`` float32, all numpy.
+    """
+    if target_weight_rule not in TARGET_WEIGHT_RULES:
+        raise ValueError(f"target_weight_rule must be one of {TARGET_WEIGHT_RULES}, got {target_weight_rule!r}")
+    c = np.asarray(center, dtype=np.float64).reshape(-1, 2)
+    n = len(c)
+    out_h, out_w = input_size
+    crop_m = get_affine_transform(c, np.asarray(scale, dtype=np.float64).reshape(n, 2),
+                                  np.asarray(rotation, dtype=np.float64).reshape(n), input_size).numpy()  # (N, 2, 3)
+    xy = np.asarray(xy, dtype=np.float64)
+    joints_crop = xy @ crop_m[:, :, :2].transpose(0, 2, 1) + crop_m[:, None, :, 2]  # (N, K, 2)
+    visible = np.asarray(visible, dtype=np.float64)
+    if target_weight_rule == "inside-crop":
+        inside = (joints_crop[..., 0] >= 0) & (joints_crop[..., 0] < out_w) & (joints_crop[..., 1] >= 0) & \
+            (joints_crop[..., 1] < out_h)
+        visible = visible * inside
+    pre = np.tile(np.eye(3), (n, 1, 1))  # (N, 3, 3): sample the original image at F(x), same as flipping first
+    widths = np.broadcast_to(np.asarray(image_width, dtype=np.float64), (n,))
+    for i in np.flatnonzero(np.asarray(flip, dtype=bool).reshape(n)):
+        pre[i] = flip_matrix(widths[i])
+    return {"matrix": crop_m @ pre, "joints_crop": joints_crop, "visible": visible.astype(np.float32)}
+
+
 def top_down_sample(
     image: np.ndarray,
     center,
@@ -322,6 +410,9 @@ def top_down_sample(
     target_weight_rule: str = "reference",
 ) -> dict:
     """Crop one person (reference ``JointsDataset.__getitem__`` without the heatmaps).
+
+    :func:`draw_augmentation` (the random part), :func:`crop_geometry` (matrix, joints in the
+    crop, weights) and :func:`crop_image` (the pixels).
 
     Args:
         image: ``(H, W, 3)`` uint8 RGB.
@@ -341,42 +432,19 @@ def top_down_sample(
     """
     if target_weight_rule not in TARGET_WEIGHT_RULES:
         raise ValueError(f"target_weight_rule must be one of {TARGET_WEIGHT_RULES}, got {target_weight_rule!r}")
-    joints = np.asarray(joints, dtype=np.float64)
-    c = np.array(center, dtype=np.float64).reshape(2)
-    s = np.array(scale, dtype=np.float64).reshape(2)
-    visible = (joints[:, 2] > 0).astype(np.float64)
-    xy = joints[:, :2]
-    rotation, flip = 0.0, False
-    out_h, out_w = input_size
-    if train:
-        cfg = augment or AugmentConfig()
-        rng = rng if rng is not None else np.random.default_rng()
-        if cfg.half_body_prob > 0 and visible.sum() > cfg.half_body_min_joints and rng.random() < cfg.half_body_prob:
-            hc, hs = half_body_transform(xy, visible, skeleton, out_w / out_h, rng, enlarge=cfg.half_body_scale)
-            if hc is not None:
-                c, s = hc, hs
-        scale_mult, rotation, flip = sample_augmentation(rng, cfg)
-        s = s * scale_mult
     width = image.shape[1]
-    pre = np.eye(3)
-    if flip:
-        xy, visible = flip_joints(xy, visible, width, skeleton.flip_index)
-        c = flip_center(c, width)
-        pre = flip_matrix(width)  # sample the original image at F(x): same as flipping first
-    crop_m = get_affine_transform(c[None], s[None], [rotation], input_size)[0].numpy()  # (2, 3)
-    joints_crop = xy @ crop_m[:, :2].T + crop_m[:, 2]  # (K, 2)
-    if target_weight_rule == "inside-crop":
-        inside = (joints_crop[:, 0] >= 0) & (joints_crop[:, 0] < out_w) & (joints_crop[:, 1] >= 0) & (joints_crop[:, 1] < out_h)
-        visible = visible * inside
-    matrix = crop_m @ pre  # (2, 3) original image -> crop
-    crop = crop_image(image, matrix, input_size)
+    d = draw_augmentation(center, scale, joints, image_width=width, input_size=input_size, skeleton=skeleton,
+                          train=train, augment=augment, rng=rng)
+    g = crop_geometry(d["center"][None], d["scale"][None], [d["rotation"]], [d["flip"]], d["xy"][None],
+                      d["visible"][None], [width], input_size, target_weight_rule)
+    matrix = g["matrix"][0]  # (2, 3) original image -> crop
     return {
-        "image": crop,
-        "joints_crop": joints_crop,
-        "visible": visible.astype(np.float32),
-        "center": c,
-        "scale": s,
-        "rotation": rotation,
-        "flip": flip,
+        "image": crop_image(image, matrix, input_size),
+        "joints_crop": g["joints_crop"][0],
+        "visible": g["visible"][0],
+        "center": d["center"],
+        "scale": d["scale"],
+        "rotation": d["rotation"],
+        "flip": d["flip"],
         "matrix": matrix,
     }

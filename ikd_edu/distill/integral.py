@@ -54,10 +54,22 @@ DECAYS: tuple[str, ...] = ("none", "linear", "cosine")
 
 
 @reference  # notebook 06's exercise: switched off while a check runs the learner's code
-def decay_factor(progress: float, schedule: str = "none") -> float:
-    """``d(progress)``: 1 (``"none"``), ``1 - p`` (``"linear"``) or ``(1 + cos(pi p)) / 2`` (``"cosine"``)."""
+def decay_factor(progress, schedule: str = "none"):
+    """``d(progress)``: 1 (``"none"``), ``1 - p`` (``"linear"``) or ``(1 + cos(pi p)) / 2`` (``"cosine"``).
+
+    ``progress`` is a float, or a 0-d tensor (a compiled training loop passes one on the device): then
+    ``d`` is a tensor too, computed without reading ``p`` back to the host, and a compiled loss
+    takes it as an input instead of specialising on each new value (torch 2.4-2.5 specialise
+    Python floats: every step would recompile, up to the recompile limit of 8).
+    """
     if schedule not in DECAYS:
         raise ValueError(f"unknown decay {schedule!r}; choose one of {', '.join(DECAYS)}")
+    if isinstance(progress, torch.Tensor):  # no range check: it would sync with the device
+        if schedule == "linear":
+            return 1.0 - progress
+        if schedule == "cosine":
+            return 0.5 * (1.0 + torch.cos(math.pi * progress))
+        return 1.0
     p = float(progress)
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"progress={progress} must be in [0, 1] (the fraction of training done, e.g. epoch / epochs)")
@@ -205,12 +217,12 @@ class IntegralKD(nn.Module):
         return taps[name]
 
     def forward(self, student_taps: dict[str, torch.Tensor], teacher_taps: dict[str, torch.Tensor] | None,
-                target: torch.Tensor, target_weight: torch.Tensor, progress: float = 0.0) -> dict[str, torch.Tensor]:
+                target: torch.Tensor, target_weight: torch.Tensor, progress=0.0) -> dict[str, torch.Tensor]:
         """``{"gt", <one key per term>, "total"}``, every value a weighted scalar; ``total`` is their sum.
 
         ``student_taps``/``teacher_taps``: dicts from ``forward_taps`` holding
         ``required_taps``/``required_teacher_taps``; ``target`` ``G`` ``(N, K, h, w)``,
-        ``target_weight`` ``w`` ``(N, K)``, ``progress`` in [0, 1] for the decay.
+        ``target_weight`` ``w`` ``(N, K)``, ``progress`` in [0, 1] for the decay (a float or a 0-d tensor).
         """
         d = decay_factor(progress, self.decay)
         student_hm = self._tap(student_taps, "heatmaps", "student", "required_taps")  # S (N, K, h, w)

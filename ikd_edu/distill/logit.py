@@ -116,7 +116,7 @@ class LogitDistillation(nn.Module):
         ``alpha`` overrides ``self.alpha`` for this call (used by a decay schedule).
         ``teacher_weight`` ``v`` ``(N, K)``; ``None`` follows ``self.teacher_weighting``.
         """
-        a = self.alpha if alpha is None else float(alpha)
+        a = self.alpha if alpha is None else alpha  # a float, or a tensor (a decayed share: no host sync)
         check_heatmaps(student, target, "ground-truth")
         target_weight = check_target_weight(student, target_weight)
         gt = joints_mse(student, target, target_weight)

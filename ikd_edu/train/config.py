@@ -84,6 +84,7 @@ class DataConfig:
     channel_order: str = "rgb"  # rgb | bgr: input channel order the model expects (bgr = released SimpleBaseline weights)
     target_weight_rule: str = "reference"  # reference (labelled joints keep weight 1 while their 3-sigma window touches the heatmap) | inside-crop (also 0 outside the crop)
     num_workers: int = 4  # DataLoader worker processes per rank (0 = load in the main process)
+    pipeline: str = "auto"  # host (decode, crop, encode per person in workers) | device (workers read JPEG bytes; decode once per image, crop, encode on the device) | auto (device on CUDA)
     label_subset: int = 0  # train on N randomly chosen training images only (0 = all): a label-limited student
     subset_seed: int = 0  # which N images; fixed across run seeds so every variant sees the same labels
     val_subset: int = 0  # evaluate on the first N validation images only (0 = all)
@@ -169,7 +170,7 @@ class RunConfig:
     device: str = "auto"  # auto (cuda > mps > cpu) | cpu | cuda | cuda:1 | mps
     amp: str = "auto"  # auto (bf16 if supported else fp16 on CUDA; off on CPU) | bf16 | fp16 | off
     channels_last: str = "auto"  # auto (on for CUDA and CPU: quick models 9-19 % faster per step on 2 cores) | on | off
-    compile: bool = False  # torch.compile the trained model
+    compile: bool = False  # torch.compile the trained model, its loss and the frozen teacher's forward
     log_every: int = 50  # print / log losses every N steps (the only host-device sync in the loop)
     eval_every: int = 0  # evaluate every N steps (0 = at the end of every epoch)
     ckpt_every: int = 0  # write last.pt every N steps (0 = at the end of every epoch)
@@ -227,6 +228,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.dataset": (),  # the names in ikd_edu/data/registry.py (read when validating)
     "data.target_weight_rule": ("reference", "inside-crop"),
     "data.channel_order": ("rgb", "bgr"),
+    "data.pipeline": ("auto", "host", "device"),
     "distill.decay": ("none", "linear", "cosine"),
     "distill.logit_mode": ("mse", "kl"),
     "distill.logit_teacher_weighting": ("all", "target"),
@@ -629,7 +631,8 @@ def validate(cfg: Config, check_files: bool = True) -> None:
     set_flip_only = ", ".join(sets[:-1]) + " and " + sets[-1]
     if cfg.is_distillation and cfg.distill.teacher_cache and not flip_only:
         raise UserError(f"distill.teacher_cache: cached teacher outputs only fit flip-only augmentation; set "
-                        f"{set_flip_only}, or distill.teacher_cache=false (teacher forward on every batch)")
+                        f"{set_flip_only}, or distill.teacher_cache=false: on-the-fly distillation (the teacher "
+                        "run on every batch) is the exact path for the paper's recipe with scale/rotation augmentation")
     if cfg.data.cache_crops and not flip_only:
         raise UserError(f"data.cache_crops: cached crops only fit flip-only augmentation; set {set_flip_only}, "
                         "or data.cache_crops=false")

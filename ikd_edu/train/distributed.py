@@ -161,6 +161,20 @@ def epoch_order(seed: int, epoch: int, indices: Sequence[int]) -> tuple[torch.Te
     return idx[perm], sample_seeds
 
 
+def group_order(order: torch.Tensor, seeds: torch.Tensor, group_of) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reorder an epoch so the records of one image are adjacent, images in order of first appearance.
+
+    Each record keeps its sample seed (so its augmentation is the one the ungrouped order
+    draws); only which records share a batch changes. A batch boundary can split an image:
+    the device pipeline keeps the last decoded image for the next batch.
+    """
+    groups = torch.as_tensor(np.asarray(group_of, dtype=np.int64))[order]  # (M,) image of each sample
+    first = torch.full((int(groups.max()) + 1 if len(groups) else 1,), len(groups), dtype=torch.long)
+    first.scatter_reduce_(0, groups, torch.arange(len(groups)), reduce="amin")  # first position of each image
+    perm = torch.sort(first[groups], stable=True).indices
+    return order[perm], seeds[perm]
+
+
 class ResumableBatchSampler(torch.utils.data.Sampler):
     """Batches of ``(dataset_index, sample_seed)`` for one rank of one epoch, from any batch on.
 
@@ -172,8 +186,11 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
     """
 
     def __init__(self, indices: Sequence[int], batch_size: int, seed: int, epoch: int,
-                 rank: int = 0, world_size: int = 1, start_batch: int = 0) -> None:
+                 rank: int = 0, world_size: int = 1, start_batch: int = 0, group_of=None) -> None:
         self.indices = np.asarray(indices, dtype=np.int64)
+        # group_of: (len(dataset),) image of every record; when given, the records of one image
+        # follow each other (the device pipeline decodes each image once per epoch)
+        self.group_of = None if group_of is None else np.asarray(group_of, dtype=np.int64)
         self.batch_size = int(batch_size)
         self.seed, self.epoch = int(seed), int(epoch)
         self.rank, self.world_size = int(rank), int(world_size)
@@ -189,11 +206,46 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         order, seeds = epoch_order(self.seed, self.epoch, self.indices)
+        if self.group_of is not None:
+            order, seeds = group_order(order, seeds, self.group_of)
         n_batches = self.steps_per_epoch(len(self.indices), self.batch_size, self.world_size)
         for b in range(self.start_batch, n_batches):
             lo = b * self.global_batch + self.rank * self.batch_size
             hi = lo + self.batch_size
             yield list(zip(order[lo:hi].tolist(), seeds[lo:hi].tolist()))
+
+
+class RunBatchSampler(torch.utils.data.Sampler):
+    """Every batch a run still has to train on, epoch after epoch: one DataLoader for the whole run.
+
+    The batches of :class:`ResumableBatchSampler` for epoch ``epoch`` from ``start_batch`` on,
+    then the next epochs from batch 0, until ``steps`` batches were given. Workers are started
+    once and keep prefetching across epoch boundaries (a loader rebuilt every epoch restarts
+    its workers and drains its queue at every boundary).
+    """
+
+    def __init__(self, indices: Sequence[int], batch_size: int, seed: int, epoch: int, start_batch: int,
+                 steps: int, rank: int = 0, world_size: int = 1, group_of=None) -> None:
+        self.args = (indices, batch_size, seed)
+        self.epoch, self.start_batch, self.steps = int(epoch), int(start_batch), int(steps)
+        self.rank, self.world_size, self.group_of = rank, world_size, group_of
+
+    def __len__(self) -> int:
+        return max(self.steps, 0)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        left, epoch, start = self.steps, self.epoch, self.start_batch
+        while left > 0:
+            sampler = ResumableBatchSampler(*self.args, epoch, self.rank, self.world_size, start_batch=start,
+                                            group_of=self.group_of)
+            if len(sampler) == 0 and start == 0:
+                return  # no full batch in an epoch
+            for batch in sampler:
+                yield batch
+                left -= 1
+                if left == 0:
+                    return
+            epoch, start = epoch + 1, 0
 
 
 class SeededSamples(torch.utils.data.Dataset):

@@ -18,7 +18,7 @@ Read it top to bottom; the sections follow the life of a run:
        state = build_state(run)        # TrainState: model, loss, optimizer, position (changing)
        resume(run, state)              # from last.pt, exactly where it stopped
        build_caches(run, state)
-       for batch in epoch_batches(run, state):
+       for batch in run_batches(run, state):   # one loader for the rest of the run
            losses = train_step(run, state, batch)
            record_step(run, state, losses, ...)        # on the device: no sync
            flush_losses / save_last / evaluate_and_save  on their schedule
@@ -127,19 +127,33 @@ def val_indices(cfg: Config, dataset) -> np.ndarray:
     return np.flatnonzero(np.isin(dataset.rec_image_id, ids)).astype(np.int64)
 
 
-def make_loader(dataset, batch_sampler, cfg: Config, device: torch.device, seed: int):
-    """A DataLoader over :class:`~ikd_edu.train.distributed.SeededSamples` with our batch sampler."""
+def use_device_pipeline(cfg: Config, device: torch.device) -> bool:
+    """``data.pipeline``: ``device``, or ``auto`` on CUDA (:mod:`ikd_edu.data.device_pipeline`)."""
+    return cfg.data.pipeline == "device" or (cfg.data.pipeline == "auto" and device.type == "cuda")
+
+
+def make_loader(dataset, batch_sampler, cfg: Config, device: torch.device, seed: int, pipeline=None):
+    """A pinned, prefetching DataLoader over our batch sampler (one for the whole run: workers start once).
+
+    Host pipeline (``pipeline=None``): items of :class:`~ikd_edu.train.distributed.SeededSamples`,
+    batched by the sampler. Device pipeline: one item per batch from
+    :class:`~ikd_edu.data.device_pipeline.JpegBatches` (JPEG bytes + geometry), which the
+    :class:`~ikd_edu.data.device_pipeline.DevicePipeline` ``pipeline`` turns into the batch;
+    on a CPU with workers it runs inside them (see :meth:`DevicePipeline.in_workers`).
+    """
     workers = cfg.data.num_workers
-    return torch.utils.data.DataLoader(
-        D.SeededSamples(dataset),
-        batch_sampler=batch_sampler,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        worker_init_fn=seed_worker,
-        generator=torch.Generator().manual_seed(seed),  # don't draw from the global generator
-        persistent_workers=False,
-        prefetch_factor=4 if workers > 0 else None,
-    )
+    common = dict(num_workers=workers, pin_memory=device.type == "cuda", worker_init_fn=seed_worker,
+                  generator=torch.Generator().manual_seed(seed),  # don't draw from the global generator
+                  # the sampler spans the whole run, so the workers live (and prefetch across epoch ends)
+                  # from the first step to the last; persistent_workers would only keep them past the end
+                  persistent_workers=False, prefetch_factor=4 if workers > 0 else None)
+    if pipeline is not None:
+        from ikd_edu.data.device_pipeline import JpegBatches
+
+        finish = pipeline if pipeline.in_workers(workers) else None
+        return torch.utils.data.DataLoader(JpegBatches(dataset, finish=finish), sampler=batch_sampler,
+                                           batch_size=None, **common)
+    return torch.utils.data.DataLoader(D.SeededSamples(dataset), batch_sampler=batch_sampler, **common)
 
 
 # ======================================================================================
@@ -190,7 +204,7 @@ class TrainModule(nn.Module):
         self.criterion = criterion
         self.taps = taps
 
-    def forward(self, images, target, target_weight, teacher_taps: dict, progress: float):
+    def forward(self, images, target, target_weight, teacher_taps: dict, progress):
         student_taps = self.model.forward_taps(images, self.taps)
         return self.criterion(student_taps, teacher_taps, target, target_weight, progress)
 
@@ -551,29 +565,26 @@ def _train(cfg: Config, info: D.DistInfo, device: torch.device, t_start: float) 
     if info.is_main:
         save_config(cfg, run.out_dir / "config.yaml")
     if cfg.run.compile:
-        state.module = torch.compile(state.module)
+        compile_step(run, state)
     state.module = D.wrap_ddp(state.module, device)
     set_train_mode(state.module, cfg.model.freeze_bn)
     build_caches(run, state)
     start_loop(run, state)
     pos, total = state.pos, run.plan.total_steps
     try:
-        while pos.step < total:
-            for batch in epoch_batches(run, state):
-                losses = train_step(run, state, batch)
-                record_step(run, state, losses, batch["image"].shape[0])
-                if pos.step % cfg.run.log_every == 0:
-                    flush_losses(run, state, pos.step, pos.epoch if pos.batch else pos.epoch - 1)  # the step's epoch
-                epoch_end = pos.batch == 0
-                if _due(cfg.run.ckpt_every, pos.step, epoch_end) or pos.step == total:
-                    save_last(run, state)
-                if _due(cfg.run.eval_every, pos.step, epoch_end) or pos.step == total:
-                    check_finite(run, state)
-                    evaluate_and_save(run, state)
-                if run.kill_after and pos.step == run.kill_after:
-                    os.kill(os.getpid(), signal.SIGKILL)  # test hook: die like a pre-empted job
-                if pos.step >= total:
-                    break
+        for batch in run_batches(run, state):
+            losses = train_step(run, state, batch)
+            record_step(run, state, losses, batch["image"].shape[0])
+            if pos.step % cfg.run.log_every == 0:
+                flush_losses(run, state, pos.step, pos.epoch if pos.batch else pos.epoch - 1)  # the step's epoch
+            epoch_end = pos.batch == 0
+            if _due(cfg.run.ckpt_every, pos.step, epoch_end) or pos.step == total:
+                save_last(run, state)
+            if _due(cfg.run.eval_every, pos.step, epoch_end) or pos.step == total:
+                check_finite(run, state)
+                evaluate_and_save(run, state)
+            if run.kill_after and pos.step == run.kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)  # test hook: die like a pre-empted job
         if state.meter.count:
             flush_losses(run, state, pos.step, pos.epoch)
         if state.last_eval_step != pos.step:
@@ -679,6 +690,8 @@ class TrainState:
     train_s_base: float = 0.0  # training seconds before this session's loop (earlier sessions, caches)
     session_eval_s: float = 0.0
     bar: Any = None
+    teacher_forward: Any = None  # the compiled teacher.forward_taps (run.compile, on-the-fly teacher)
+    step_t: torch.Tensor | None = None  # 0-d device step counter of a compiled run (its decay input)
 
     def timing_now(self) -> dict:
         """Cumulative seconds: training (loop minus evaluation, plus the teacher cache), evaluation."""
@@ -808,14 +821,54 @@ def start_loop(run: Run, state: TrainState) -> None:
 
 
 # ---- one step ---------------------------------------------------------------------------
-def epoch_batches(run: Run, state: TrainState):
-    """The batches of the current epoch from ``state.pos.batch`` on: from the crop cache or a DataLoader."""
-    cfg, pos = run.cfg, state.pos
-    sampler = D.ResumableBatchSampler(run.train_idx, cfg.optim.batch_size, cfg.run.seed, pos.epoch,
-                                      run.info.rank, run.info.world_size, start_batch=pos.batch)
+def run_batches(run: Run, state: TrainState):
+    """Every batch the run still trains on, from ``state.pos`` to the last step: one loader for the whole run.
+
+    From the crop cache (a gather), the host pipeline (a crop per person in the workers) or the
+    device pipeline (:mod:`ikd_edu.data.device_pipeline`: each image decoded once, crops,
+    targets batched; records of one image grouped into neighbouring batches).
+    """
+    cfg, pos, info = run.cfg, state.pos, run.info
+    pipeline = None
+    if state.crops is None and use_device_pipeline(cfg, run.device):
+        from ikd_edu.data.device_pipeline import DevicePipeline
+
+        pipeline = DevicePipeline.for_dataset(run.train_set, run.device)
+    sampler = D.RunBatchSampler(run.train_idx, cfg.optim.batch_size, cfg.run.seed, pos.epoch, pos.batch,
+                                run.plan.total_steps - pos.step, info.rank, info.world_size,
+                                group_of=run.train_set.rec_image if pipeline is not None else None)
     if state.crops is not None:
-        return (state.crops.batch(keys) for keys in sampler)
-    return make_loader(run.train_set, sampler, cfg, run.device, seed=D.epoch_seed(cfg.run.seed, pos.epoch))
+        yield from (state.crops.batch(keys) for keys in sampler)
+        return
+    loader = make_loader(run.train_set, sampler, cfg, run.device, seed=D.epoch_seed(cfg.run.seed, pos.epoch),
+                         pipeline=pipeline)
+    if pipeline is None or pipeline.in_workers(cfg.data.num_workers):
+        yield from loader
+        return
+    for host in loader:
+        yield pipeline(host)  # decode, crop, normalise, encode on the device
+
+
+def compile_step(run: Run, state: TrainState) -> None:
+    """``run.compile``: the student with its loss, and the on-the-fly teacher (half of an IKD step).
+
+    The decay's training progress is then a 0-d device tensor (:func:`training_progress`): a
+    compiled loss takes it as an input, where a new Python float every step would recompile it
+    on torch 2.4-2.5 (``specialize_float``) up to the recompile limit.
+    """
+    state.module = torch.compile(state.module)
+    if state.teacher is not None and state.teacher_taps and not run.cfg.distill.teacher_cache:
+        state.teacher_forward = torch.compile(state.teacher.forward_taps)
+    state.step_t = torch.full((), float(state.pos.step), device=run.device)
+
+
+def training_progress(step: torch.Tensor, total_steps: int) -> torch.Tensor:
+    """Training progress ``p = step / (total - 1)`` as a 0-d tensor on ``step``'s device (compiled runs).
+
+    float32 ``step * scale`` and ``torch.cos`` can differ from the double-precision Python float
+    and ``math.cos`` in the last bits, so an uncompiled run keeps the Python float.
+    """
+    return (step * (1.0 / max(total_steps - 1, 1))).clamp(max=1.0)
 
 
 def train_step(run: Run, state: TrainState, batch: dict) -> dict[str, torch.Tensor]:
@@ -826,7 +879,10 @@ def train_step(run: Run, state: TrainState, batch: dict) -> dict[str, torch.Tens
         images = images.contiguous(memory_format=torch.channels_last)
     target = batch["heatmaps"].to(device, non_blocking=True)  # (B, K, h, w)
     target_weight = batch["target_weight"].to(device, non_blocking=True)  # (B, K)
-    progress = state.pos.step / max(run.plan.total_steps - 1, 1)
+    if state.step_t is not None:
+        progress = training_progress(state.step_t, run.plan.total_steps)  # 0-d device tensor (compiled loss)
+    else:
+        progress = state.pos.step / max(run.plan.total_steps - 1, 1)
 
     with autocast_context(device, run.amp_dtype):
         t_taps = {}
@@ -834,7 +890,7 @@ def train_step(run: Run, state: TrainState, batch: dict) -> dict[str, torch.Tens
             t_taps = state.cache.lookup(batch["index"], batch["flipped"])
         elif state.teacher is not None and state.teacher_taps:
             with torch.no_grad():
-                t_taps = state.teacher.forward_taps(images, state.teacher_taps)
+                t_taps = (state.teacher_forward or state.teacher.forward_taps)(images, state.teacher_taps)
         losses = state.module(images, target, target_weight, t_taps, progress)
 
     optimizer, scaler = state.optimizer, state.scaler
@@ -853,6 +909,8 @@ def train_step(run: Run, state: TrainState, batch: dict) -> dict[str, torch.Tens
     else:
         optimizer.step()
     state.scheduler.step()
+    if state.step_t is not None:
+        state.step_t += 1
     return losses
 
 
