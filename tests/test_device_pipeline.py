@@ -77,3 +77,49 @@ def test_warp_persons_matches_crop_images_batched_on_images_of_different_sizes()
         for b, u in enumerate(image_of.tolist()):
             want = crop_images_batched(images[u][None].float(), mats[b:b + 1], (16, 12))[0]
             assert (got[b] - want).abs().max() < 1e-3, method
+
+
+def test_device_pipeline_keeps_the_channel_order_and_the_weight_rule(synthetic_root):
+    """BGR inputs (official weights) and the inside-crop weight rule, as the host pipeline makes them."""
+    ds = TopDownCocoDataset(synthetic_root / "annotations/person_keypoints_train.json", synthetic_root / "train",
+                            input_size=(64, 48), heatmap_size=(16, 12), train=True,
+                            augment=AugmentConfig(scale_factor=0.5), channel_order="bgr",
+                            target_weight_rule="inside-crop")
+    keys = next(iter(D.ResumableBatchSampler(np.arange(len(ds)), 16, seed=5, epoch=0, group_of=ds.rec_image)))
+    want = _host_batch(ds, keys)
+    got = DevicePipeline.for_dataset(ds, "cpu")(JpegBatches(ds)[keys])
+    assert (got["image"] - want["image"]).abs().max() * 255 * 0.229 <= 1.0  # one grey level (std 0.225-0.229)
+    assert (want["target_weight"] == 0).any()  # the rule removed joints here, and the device path agrees
+    assert torch.equal(got["target_weight"], want["target_weight"])
+
+
+def test_the_workers_run_the_cpu_pipeline_and_give_the_same_batches(train_set, tmp_path):
+    """On a CPU with workers the whole pipeline runs inside them (make_loader); batches equal the in-process ones."""
+    from ikd_edu.train import engine as E
+    from ikd_edu.train.config import load_config
+
+    cfg = load_config("quick", ["data.num_workers=2"], role="teacher", check_files=False)
+    sampler = D.RunBatchSampler(np.arange(len(train_set)), 8, seed=0, epoch=0, start_batch=0, steps=4,
+                                group_of=train_set.rec_image)
+    pipe = DevicePipeline.for_dataset(train_set, "cpu")
+    assert pipe.in_workers(2) and not pipe.in_workers(0)
+    in_workers = list(E.make_loader(train_set, sampler, cfg, torch.device("cpu"), seed=0, pipeline=pipe))
+    host_side = JpegBatches(train_set)
+    in_process = [pipe(host_side[keys]) for keys in sampler]
+    assert len(in_workers) == len(in_process) == 4
+    for a, b in zip(in_workers, in_process):
+        assert torch.equal(a["index"], b["index"]) and torch.equal(a["image"], b["image"])
+        assert torch.equal(a["heatmaps"], b["heatmaps"]) and torch.equal(a["target_weight"], b["target_weight"])
+
+
+def test_engine_trains_with_the_device_pipeline_on_the_cpu(synthetic_root, tmp_path):
+    from tiny_runs import tiny
+
+    from ikd_edu.train import engine as E
+    from ikd_edu.train.config import load_config
+
+    cfg = load_config("quick", tiny(synthetic_root, tmp_path / "run", steps=3, **{"data.pipeline": "device",
+                                                                                  "data.num_workers": 1}))
+    assert E.use_device_pipeline(cfg, torch.device("cpu"))
+    summary = E.train(cfg)
+    assert summary["steps"] == 3 and np.isfinite(summary["final"]["AP"])

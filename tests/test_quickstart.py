@@ -197,3 +197,22 @@ def test_quick_structure_tap_has_at_least_48_positions():
             f = build_model(name).eval().forward_taps(torch.zeros(1, 3, *cfg.data.input_size), [tap])[tap]
         gh, gw = pooled_grid_size(f.shape[-2:])
         assert gh * gw >= 48, (name, tap, tuple(f.shape))
+
+
+def test_full_mode_trains_the_paper_models_at_a_tiny_size(tmp_path, capsys):
+    """``--full --fast``: the R50 teacher and R18 student, the device pipeline, COCO-like 4:3 images (tiny here)."""
+    full = Q.settings(full=True)
+    assert (full["teacher_model"], full["student_model"]) == ("simplebaseline-r50", "student")
+    assert full["input_size"] == (256, 192) and full["image_size"] == (480, 640) and full["pipeline"] == "device"
+    assert "teacher_model" not in Q.settings() and "teacher_model" not in Q.settings(fast=True)
+    out = tmp_path / "qs-full"
+    rows = Q.run_quickstart(out, seed=0, fast=True, full=True)
+    assert "quickstart --full" in capsys.readouterr().out
+    by = {r["name"]: r for r in rows}
+    t_cfg = json.loads(json.dumps(__import__("yaml").safe_load((out / "teacher" / "config.yaml").read_text())))
+    assert t_cfg["model"]["teacher"] == "simplebaseline-r50" and t_cfg["data"]["pipeline"] == "device"
+    assert list(t_cfg["data"]["input_size"]) == list(Q.FULL_FAST["input_size"])
+    s_cfg = __import__("yaml").safe_load((out / "seed-0" / "student-ikd" / "config.yaml").read_text())
+    assert s_cfg["model"]["student"] == "student" and s_cfg["distill"]["terms"] == ["logit", "feature", "structure"]
+    assert by["teacher"]["params"] > 20e6 > by["student-ikd"]["params"]  # R50 (34 M) vs R18 + 3x64 deconvs
+    assert by["student-ikd"]["steps"] == Q.settings(fast=True, full=True)["student_steps"]

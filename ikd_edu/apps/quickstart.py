@@ -93,6 +93,22 @@ FAST = {
     "num_workers": 0,
     "max_equal_time_factor": 2,  # tiny runs: timings are all overhead; don't let them blow up
 }
+#: ``--full``: the paper's models at the paper's size, for a GPU - the SimpleBaseline-R50 teacher
+#: (trained here: the released teacher is the quick one) and the R18 + 3x64 student, 256x192 crops
+#: from synthetic 640x480 images (COCO-like), the device input pipeline (nvJPEG decode once per
+#: image, batched warp and targets). Expected on one H100: ~5 min for the whole first run,
+#: estimated from the reference figures (teacher ~3,300 img/s, IKD student ~4,800 img/s training),
+#: not yet measured (benchmarks/gpu_train.py measures the steps)
+FULL = {
+    "teacher_model": "simplebaseline-r50",
+    "student_model": "student",
+    "input_size": (256, 192),
+    "image_size": (480, 640),
+    "pipeline": "device",
+    "num_workers": 8,
+}
+#: ``--full --fast``: the full-mode settings at a tiny size (the CPU smoke test)
+FULL_FAST = {"input_size": (64, 64), "image_size": (96, 128), "num_workers": 0}
 #: how the teacher is trained, on top of the ``quick`` preset: flip-only augmentation (as the
 #: students), Adam at 2e-3 after a linear warm-up, then x0.1 twice (the reference's step
 #: schedule), milestones as fractions of the schedule: 200 / 4,500 / 5,750 of 6,500 steps
@@ -107,14 +123,19 @@ EXPECTED = {"data_per_image": 0.004, "teacher_step": 0.29, "student_step": 0.088
 # CLI
 # --------------------------------------------------------------------------------------
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/quickstart", metavar="DIR",
-                        help="folder for data, runs, results.json and figures; reused by later calls [runs/quickstart]")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="folder for data, runs, results.json and figures; reused by later calls "
+                             "[runs/quickstart, with --full runs/quickstart-full]")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the students (and of the teacher when DIR has none yet) [0]")
     parser.add_argument("--data", default=None, metavar="DIR",
                         help="synthetic data folder (generated there if missing) [DIR/data]")
     parser.add_argument("--fast", action="store_true",
                         help="smoke test: tiny data and a few steps (seconds; the numbers mean nothing)")
+    parser.add_argument("--full", action="store_true",
+                        help="the paper's models for a GPU: SimpleBaseline-R50 teacher (trained here) and R18 student "
+                             "at 256x192 from synthetic 640x480 images, device input pipeline (~5 min on one H100, "
+                             "estimated; hours on a CPU)")
     parser.add_argument("--train-teacher", action="store_true",
                         help="train the teacher from its recipe (~30 min on 2 cores) instead of installing the "
                              "released one; prints the AP difference from the released teacher's card")
@@ -129,10 +150,11 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 def cli_main(args: argparse.Namespace) -> int:
     from ikd_edu.io import lock_output_dir
 
-    with lock_output_dir(args.out, "quickstart folder"):  # a second quickstart on the same --out is refused
-        rows = run_quickstart(args.out, seed=args.seed, data=args.data, fast=args.fast, overrides=args.overrides,
+    out = args.out or ("runs/quickstart-full" if args.full else "runs/quickstart")
+    with lock_output_dir(out, "quickstart folder"):  # a second quickstart on the same --out is refused
+        rows = run_quickstart(out, seed=args.seed, data=args.data, fast=args.fast, overrides=args.overrides,
                               teacher_steps=args.teacher_steps, student_steps=args.student_steps,
-                              train_teacher=args.train_teacher)
+                              train_teacher=args.train_teacher, full=args.full)
     return 0 if rows else 1
 
 
@@ -147,16 +169,25 @@ def _fmt_s(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
-def settings(fast: bool = False) -> dict:
-    """The quickstart's sizes and schedules (``--fast``: the smoke-test ones)."""
+def settings(fast: bool = False, full: bool = False) -> dict:
+    """The quickstart's sizes and schedules (``--fast``: the smoke-test ones; ``--full``: the paper's models)."""
     from ikd_edu.train.config import load_config
 
     s = dict(SETTINGS)
     quick = load_config("quick", role="teacher", check_files=False)
     s.setdefault("batch_size", quick.optim.batch_size)
+    if full:
+        s.update(FULL)
     if fast:
         s.update(FAST)
+        if full:
+            s.update(FULL_FAST)
     return s
+
+
+def image_size(s: dict) -> tuple[int, int]:
+    """The synthetic images' ``(H, W)``: 640x480 with ``--full``, else the generator's 192x192."""
+    return tuple(s.get("image_size", (192, 192)))
 
 
 def _common_overrides(s: dict, data_root: Path, fast: bool) -> list[str]:
@@ -168,6 +199,11 @@ def _common_overrides(s: dict, data_root: Path, fast: bool) -> list[str]:
         f"optim.batch_size={s['batch_size']}",
         "run.tensorboard=false",
     ]
+    if "teacher_model" in s:  # --full
+        (h, w), (ih, iw) = s["input_size"], s["image_size"]
+        out += [f"model.teacher={s['teacher_model']}", f"model.student={s['student_model']}",
+                f"data.input_size={h},{w}", f"data.heatmap_size={h // 4},{w // 4}", f"data.pipeline={s['pipeline']}",
+                f"data.synthetic_image_size={ih},{iw}"]
     if fast:
         out += ["run.eval_batch_size=8", "run.log_every=2", "run.magnitude_batches=1", "run.flip_test=false"]
     return out
@@ -241,11 +277,11 @@ def _train_or_reuse(cfg, label: str, expected_s: float | None) -> dict:
 
 def run_quickstart(out: str | os.PathLike, seed: int = 0, data: str | os.PathLike | None = None, fast: bool = False,
                    overrides: list[str] | None = None, teacher_steps: int | None = None,
-                   student_steps: int | None = None, train_teacher: bool = False) -> list[dict]:
+                   student_steps: int | None = None, train_teacher: bool = False, full: bool = False) -> list[dict]:
     """Run (or finish, or reuse) every stage; return this seed's result rows (also in ``out/results.json``)."""
     t0 = time.time()
     out = Path(out)
-    s = settings(fast)
+    s = settings(fast, full)
     for key, value in (("teacher_steps", teacher_steps), ("student_steps", student_steps)):
         if value is not None:
             if value < 1:
@@ -255,22 +291,29 @@ def run_quickstart(out: str | os.PathLike, seed: int = 0, data: str | os.PathLik
     extra = list(overrides or [])
     data_root = Path(data) if data else out / "data"
     n_kd = sum(1 for t in STUDENTS.values() if t)
-    released = not train_teacher and not fast and teacher_steps is None and s["images"] == SETTINGS["images"]
+    released = (not train_teacher and not fast and not full and teacher_steps is None
+                and s["images"] == SETTINGS["images"])
     teacher_s = EXPECTED["released_teacher"] if released else EXPECTED["teacher_step"] * s["teacher_steps"]
     expected_total = (EXPECTED["data_per_image"] * (s["images"] + s["val_images"]) + teacher_s
                       + s["student_steps"] * (EXPECTED["student_step"] + n_kd * EXPECTED["kd_student_step"])
                       + s["student_steps"] * EXPECTED["kd_student_step"])
-    _say(f"ikd-edu quickstart: out {out}, seed {seed}{' (--fast smoke test)' if fast else ''}; "
-         f"first run ~{_fmt_s(expected_total)} on 2 idle cores, reruns reuse finished runs")
+    if full:
+        _say(f"ikd-edu quickstart --full: out {out}, seed {seed}{' (--fast smoke test)' if fast else ''}; the paper's "
+             f"models at {s['input_size'][0]}x{s['input_size'][1]}; first run ~5 min on one H100 (estimated), "
+             "hours on a CPU; reruns reuse finished runs")
+    else:
+        _say(f"ikd-edu quickstart: out {out}, seed {seed}{' (--fast smoke test)' if fast else ''}; "
+             f"first run ~{_fmt_s(expected_total)} on 2 idle cores, reruns reuse finished runs")
 
     # ---- 1. data -----------------------------------------------------------------------
     from ikd_edu.data.synthetic import ensure_synthetic, synthetic_matches
 
     t = time.time()
-    have = synthetic_matches(data_root, s["images"], 0, s["val_images"], (192, 192))
+    have = synthetic_matches(data_root, s["images"], 0, s["val_images"], image_size(s))
     _say(f"[1/4] data: {s['images']} train + {s['val_images']} val synthetic images in {data_root}"
          + (" (reusing)" if have else f" (generating, ~{_fmt_s(EXPECTED['data_per_image'] * (s['images'] + s['val_images']))})"))
-    ensure_synthetic(data_root, s["images"], seed=0, val_images=s["val_images"], progress=not fast and sys.stderr.isatty())
+    ensure_synthetic(data_root, s["images"], seed=0, val_images=s["val_images"], image_size=image_size(s),
+                     progress=not fast and sys.stderr.isatty())
     _say(f"      data ready ({time.time() - t:.0f} s)")
 
     # ---- 2. teacher --------------------------------------------------------------------
@@ -343,7 +386,7 @@ def _released_or_trained_teacher(t_cfg, s: dict, data_root: Path, released: bool
             teacher["reused"] = True
     if teacher is None:
         teacher = _train_or_reuse(t_cfg, "teacher", EXPECTED["teacher_step"] * s["teacher_steps"])
-        if not fast and not teacher.get("released") and s["images"] == SETTINGS["images"]:
+        if not fast and not teacher.get("released") and s["images"] == SETTINGS["images"] and "teacher_model" not in s:
             _compare_trained_teacher(t_cfg, data_root, teacher)
     return teacher
 
