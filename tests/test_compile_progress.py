@@ -10,9 +10,16 @@ from ikd_edu.models import build_model
 from ikd_edu.train import engine as E
 
 
-def _compiled_steps(monkeypatch, as_tensor: bool, steps: int = 4) -> int:
-    """Graphs compiled for ``steps`` training steps of a tiny IKD student with a linear decay."""
-    monkeypatch.setattr(torch._dynamo.config, "specialize_float", True)  # torch 2.4-2.5's default
+def _compiled_steps(as_tensor: bool, steps: int = 4) -> int:
+    """Graphs compiled for ``steps`` training steps of a tiny IKD student with a linear decay.
+
+    With ``specialize_float=True``, torch 2.4-2.5's default (config.patch restores it afterwards).
+    """
+    with torch._dynamo.config.patch(specialize_float=True):
+        return _count_graphs(as_tensor, steps)
+
+
+def _count_graphs(as_tensor: bool, steps: int) -> int:
     torch._dynamo.reset()
     torch.manual_seed(0)
     student = build_model("quick-student", num_joints=17)
@@ -38,11 +45,13 @@ def _compiled_steps(monkeypatch, as_tensor: bool, steps: int = 4) -> int:
     return counter.frame_count
 
 
-def test_progress_tensor_compiles_once_float_would_recompile(monkeypatch):
-    once = _compiled_steps(monkeypatch, as_tensor=True)
-    assert once == _compiled_steps(monkeypatch, as_tensor=True, steps=2)  # independent of the number of steps
+def test_progress_tensor_compiles_once_float_would_recompile():
+    before = torch._dynamo.config.specialize_float
+    once = _compiled_steps(as_tensor=True)
+    assert once == _compiled_steps(as_tensor=True, steps=2)  # independent of the number of steps
     # the control: a Python float progress is a new constant every step (the bug on torch 2.4-2.5)
-    assert _compiled_steps(monkeypatch, as_tensor=False) > once
+    assert _compiled_steps(as_tensor=False) > once
+    assert torch._dynamo.config.specialize_float == before  # restored for the tests that follow
 
 
 def test_progress_tensor_gives_the_float_decay():
