@@ -83,3 +83,37 @@ def test_uncompiled_run_passes_the_exact_float_progress(synthetic_root, tmp_path
         "distill.terms": "[logit]", "distill.decay": "cosine", "model.teacher_checkpoint": ckpt}))
     E.train(cfg)
     assert seen == [0.0, 1 / 3, 2 / 3, 1.0] and all(type(p) is float for p in seen)
+
+
+def test_compiled_run_compiles_the_on_the_fly_teacher_and_feeds_a_progress_tensor(synthetic_root, tmp_path,
+                                                                                   monkeypatch):
+    """``run.compile``: the student with its loss *and* the teacher's forward_taps; the decay gets a 0-d tensor."""
+    from tiny_runs import make_teacher_checkpoint, tiny
+
+    from ikd_edu.train.config import load_config
+
+    compiled, seen = [], []
+    real_compile = torch.compile
+
+    def eager_compile(fn, **kwargs):  # dynamo's eager backend: the same graphs, no C++ toolchain needed
+        compiled.append(getattr(fn, "__name__", type(fn).__name__))
+        return real_compile(fn, backend="eager")
+
+    forward = IntegralKD.forward
+
+    def spy(self, *args, **kwargs):
+        seen.append(args[4] if len(args) > 4 else kwargs.get("progress"))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    monkeypatch.setattr(IntegralKD, "forward", spy)
+    torch._dynamo.reset()
+    ckpt = make_teacher_checkpoint(tmp_path / "teacher.pt")
+    cfg = load_config("quick", tiny(synthetic_root, tmp_path / "s", steps=3, **{
+        "distill.terms": "[logit,feature]", "distill.decay": "linear", "distill.teacher_cache": "false",
+        "model.teacher_checkpoint": ckpt, "run.compile": "true"}))
+    summary = E.train(cfg)
+    torch._dynamo.reset()
+    assert compiled == ["TrainModule", "forward_taps"]  # the student + loss, then the on-the-fly teacher
+    assert summary["steps"] == 3 and all(isinstance(p, torch.Tensor) and p.dim() == 0 for p in seen)
+    assert [round(float(p), 6) for p in seen] == [0.0, 0.5, 1.0]
