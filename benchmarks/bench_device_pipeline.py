@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ikd_edu.data.coco import TopDownCocoDataset  # noqa: E402
-from ikd_edu.data.device_pipeline import DevicePipeline, JpegBatches  # noqa: E402
+from ikd_edu.data.device_pipeline import DevicePipeline  # noqa: E402
 from ikd_edu.data.synthetic import generate_synthetic  # noqa: E402
 from ikd_edu.train import distributed as D  # noqa: E402
 
@@ -73,21 +73,26 @@ def device_crops_per_s(ds, workers: int, batch: int, epochs: int, device: torch.
     sampler = D.RunBatchSampler(np.arange(len(ds)), batch, seed=0, epoch=0, start_batch=0,
                                 steps=epochs * (len(ds) // batch), group_of=ds.rec_image)
     pipe = DevicePipeline.for_dataset(ds, device)
-    in_workers = pipe.in_workers(workers)  # as the engine: on a CPU the workers run the whole pipeline
-    loader = torch.utils.data.DataLoader(JpegBatches(ds, finish=pipe if in_workers else None), sampler=sampler,
-                                         batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
-                                         persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
-    decodes = sum(len({int(ds.rec_image[i]) for i, _ in keys}) for keys in sampler)  # one per image and batch
+    batches = pipe.batches(ds, sampler, num_workers=workers, pin_memory=device.type == "cuda",
+                           persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
     n, start = 0, None
-    for host in loader:
-        b = host if in_workers else pipe(host)
+    for b in batches:
         if start is None:
             _sync(device)
             start = time.perf_counter()
             continue
         n += b["image"].shape[0]
     _sync(device)
-    return n / (time.perf_counter() - start), pipe.decoded if not in_workers else decodes
+    if pipe.in_workers(workers):  # the workers' counters are not ours: one decode per image and batch
+        return n / (time.perf_counter() - start), sum(len({int(ds.rec_image[i]) for i, _ in keys}) for keys in sampler)
+    return n / (time.perf_counter() - start), pipe.decoded
+
+
+def report(res: dict, json_path: str | None) -> None:
+    """Print the results as JSON, and write them to ``json_path`` when given (``--json``)."""
+    print(json.dumps(res, indent=1))
+    if json_path:
+        Path(json_path).write_text(json.dumps(res, indent=1))
 
 
 def main() -> int:
@@ -123,9 +128,7 @@ def main() -> int:
         res["load_avg_after"] = os.getloadavg()[0]
     print(f"crops/s at {a.input} from {a.image_size} JPEGs, {a.workers} workers, batch {a.batch}: "
           f"host {res['host_crops_s']} | device ({device}) {res['device_crops_s']}  (x{res['speedup']})")
-    print(json.dumps(res, indent=1))
-    if a.json:
-        Path(a.json).write_text(json.dumps(res, indent=1))
+    report(res, a.json)
     return 0
 
 

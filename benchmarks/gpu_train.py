@@ -270,9 +270,9 @@ def main(argv=None) -> int:
             res.update(tensor_only(a, device))
     if "ikd_train_img_s" in res and "img_s" in res.get("e2e_ikd", {}):
         res["e2e_over_tensor_only_ikd"] = round(res["e2e_ikd"]["img_s"] / res["ikd_train_img_s"], 3)
-    print(json.dumps(res, indent=1))
-    if a.json:
-        Path(a.json).write_text(json.dumps(res, indent=1))
+    from bench_device_pipeline import report
+
+    report(res, a.json)
     return 0
 
 

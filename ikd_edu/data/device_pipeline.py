@@ -251,6 +251,22 @@ class DevicePipeline:
         """
         return self.device.type == "cpu" and num_workers > 0
 
+    def batches(self, dataset, batch_sampler, **loader_options):
+        """The finished training batches of ``batch_sampler``'s keys (one item per batch of ``(index, seed)``).
+
+        A DataLoader (``loader_options``: ``num_workers``, ``pin_memory``, ...) over
+        :class:`JpegBatches`; the rest of the pipeline runs in its workers where
+        :meth:`in_workers`, else here on ``self.device``.
+        """
+        in_workers = self.in_workers(loader_options.get("num_workers", 0))
+        loader = torch.utils.data.DataLoader(JpegBatches(dataset, finish=self if in_workers else None),
+                                             sampler=batch_sampler, batch_size=None, **loader_options)
+        if in_workers:
+            yield from loader
+            return
+        for host in loader:
+            yield self(host)  # decode, crop, normalise, encode on the device
+
     def decode(self, encoded: list[torch.Tensor], image_ids: torch.Tensor) -> list[torch.Tensor]:
         """``(3, H, W)`` uint8 on the device for every image; JPEGs in one batched decode call."""
         from torchvision.io import ImageReadMode, decode_image, decode_jpeg

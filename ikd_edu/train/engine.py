@@ -136,10 +136,9 @@ def make_loader(dataset, batch_sampler, cfg: Config, device: torch.device, seed:
     """A pinned, prefetching DataLoader over our batch sampler (one for the whole run: workers start once).
 
     Host pipeline (``pipeline=None``): items of :class:`~ikd_edu.train.distributed.SeededSamples`,
-    batched by the sampler. Device pipeline: one item per batch from
-    :class:`~ikd_edu.data.device_pipeline.JpegBatches` (JPEG bytes + geometry), which the
-    :class:`~ikd_edu.data.device_pipeline.DevicePipeline` ``pipeline`` turns into the batch;
-    on a CPU with workers it runs inside them (see :meth:`DevicePipeline.in_workers`).
+    batched by the sampler. Device pipeline: the finished batches of
+    :meth:`~ikd_edu.data.device_pipeline.DevicePipeline.batches` (JPEG bytes + geometry from the
+    workers; decode, crops and targets on the device, or inside the workers on a CPU).
     """
     workers = cfg.data.num_workers
     common = dict(num_workers=workers, pin_memory=device.type == "cuda", worker_init_fn=seed_worker,
@@ -148,11 +147,7 @@ def make_loader(dataset, batch_sampler, cfg: Config, device: torch.device, seed:
                   # from the first step to the last; persistent_workers would only keep them past the end
                   persistent_workers=False, prefetch_factor=4 if workers > 0 else None)
     if pipeline is not None:
-        from ikd_edu.data.device_pipeline import JpegBatches
-
-        finish = pipeline if pipeline.in_workers(workers) else None
-        return torch.utils.data.DataLoader(JpegBatches(dataset, finish=finish), sampler=batch_sampler,
-                                           batch_size=None, **common)
+        return pipeline.batches(dataset, batch_sampler, **common)
     return torch.utils.data.DataLoader(D.SeededSamples(dataset), batch_sampler=batch_sampler, **common)
 
 
@@ -838,15 +833,9 @@ def run_batches(run: Run, state: TrainState):
                                 run.plan.total_steps - pos.step, info.rank, info.world_size,
                                 group_of=run.train_set.rec_image if pipeline is not None else None)
     if state.crops is not None:
-        yield from (state.crops.batch(keys) for keys in sampler)
-        return
-    loader = make_loader(run.train_set, sampler, cfg, run.device, seed=D.epoch_seed(cfg.run.seed, pos.epoch),
-                         pipeline=pipeline)
-    if pipeline is None or pipeline.in_workers(cfg.data.num_workers):
-        yield from loader
-        return
-    for host in loader:
-        yield pipeline(host)  # decode, crop, normalise, encode on the device
+        return (state.crops.batch(keys) for keys in sampler)
+    return make_loader(run.train_set, sampler, cfg, run.device, seed=D.epoch_seed(cfg.run.seed, pos.epoch),
+                       pipeline=pipeline)
 
 
 def compile_step(run: Run, state: TrainState) -> None:
