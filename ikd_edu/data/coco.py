@@ -354,6 +354,17 @@ class TopDownDataset(torch.utils.data.Dataset):
         # in every DataLoader worker (torch seeds each worker's generator).
         return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
 
+    def seeded_rng(self, seed: int) -> np.random.Generator:
+        """The generator an item's augmentation draws from when it is read with sample seed ``seed``.
+
+        As :class:`ikd_edu.train.distributed.SeededSamples` reads it (torch's CPU generator seeded
+        with ``seed``; ``_rng`` is the item's first draw), without disturbing the global generator:
+        for code that needs an item's draws without its pixels (the device pipeline, the crop cache).
+        """
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(int(seed))
+            return self._rng()
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         index = int(index)
         if index < 0:

@@ -96,12 +96,10 @@ class JpegBatches(torch.utils.data.Dataset):
 
     def _draw(self, index: int, seed: int, width: int) -> dict:
         ds = self.dataset
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(int(seed))  # as SeededSamples: the same draw as the host pipeline
-            rng = ds._rng() if ds.train else None
-            return draw_augmentation(ds.rec_center[index], ds.rec_scale[index], ds.rec_joints[index],
-                                     image_width=width, input_size=ds.input_size, skeleton=ds.skeleton,
-                                     train=ds.train, augment=ds.augment, rng=rng)
+        rng = ds.seeded_rng(seed) if ds.train else None  # the host pipeline's draw for this seed
+        return draw_augmentation(ds.rec_center[index], ds.rec_scale[index], ds.rec_joints[index],
+                                 image_width=width, input_size=ds.input_size, skeleton=ds.skeleton,
+                                 train=ds.train, augment=ds.augment, rng=rng)
 
     def __getitem__(self, keys) -> dict:
         ds = self.dataset

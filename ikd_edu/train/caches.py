@@ -146,9 +146,7 @@ class CropCache:
         """The flip the dataset draws for an item seeded with ``seed`` (see ``SeededSamples``)."""
         from ikd_edu.data.transforms import sample_augmentation
 
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(int(seed))  # as SeededSamples does
-            rng = self.dataset._rng()  # the dataset's first draw; half-body (off here) would draw before the flip
+        rng = self.dataset.seeded_rng(seed)  # half-body (off here) would draw before the flip
         return sample_augmentation(rng, self.dataset.augment)[2]
 
     def batch(self, keys: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
