@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from ikd_edu.apps.quickstart import PAPER_MODELS, paper_model_overrides
+
 QUICK_ENV = "IKD_QUICK"
 DIR_ENV = "IKD_COURSE_DIR"
 QUICKSTART_ENV = "IKD_QUICKSTART_DIR"
@@ -66,11 +68,7 @@ FULL = {
     # the paper's models at the paper's size (COCO when data/coco holds it, else synthetic 640x480);
     # expected on one H100/H200 (bf16, device pipeline): teacher 1,500 steps x 32 ~2-4 min, each
     # student 800 steps ~1-2 min plus evaluation (not yet measured: benchmarks/gpu_train.py)
-    "teacher_model": "simplebaseline-r50",
-    "student_model": "student",
-    "input_size": (256, 192),
-    "image_size": (480, 640),
-    "pipeline": "device",
+    **PAPER_MODELS,
 }
 
 
@@ -275,14 +273,8 @@ def run_overrides(mode: Mode, role: str, steps: int) -> list[str]:
 
 def paper_overrides(mode: Mode) -> list[str]:
     """Full mode: the paper's teacher and student at 256x192 (on COCO when present); quick mode: none."""
-    s = mode.settings
-    if "teacher_model" not in s:
-        return []
-    h, w = s["input_size"]
-    over = [f"model.teacher={s['teacher_model']}", f"model.student={s['student_model']}",
-            f"data.input_size={h},{w}", f"data.heatmap_size={h // 4},{w // 4}", f"data.pipeline={s['pipeline']}",
-            f"data.synthetic_image_size={s['image_size'][0]},{s['image_size'][1]}"]
-    if mode.coco_root is not None:
+    over = paper_model_overrides(mode.settings)
+    if over and mode.coco_root is not None:
         over += ["data.dataset=coco", f"data.root={mode.coco_root}",
                  "data.train_ann=annotations/person_keypoints_train2017.json", "data.train_images=train2017",
                  "data.val_ann=annotations/person_keypoints_val2017.json", "data.val_images=val2017"]

@@ -80,6 +80,7 @@ SETTINGS = {
     "teacher_evals": 26,  # teacher AP every 250 steps: the curve that shows where it stops rising
     "num_workers": 2,
     "max_equal_time_factor": 10,  # safety cap on the equal-time student's steps (x student_steps)
+    "image_size": (192, 192),  # synthetic images (H, W)
 }
 #: ``--fast``: a smoke test of the whole pipeline (seconds; numbers meaningless)
 FAST = {
@@ -93,20 +94,22 @@ FAST = {
     "num_workers": 0,
     "max_equal_time_factor": 2,  # tiny runs: timings are all overhead; don't let them blow up
 }
-#: ``--full``: the paper's models at the paper's size, for a GPU - the SimpleBaseline-R50 teacher
-#: (trained here: the released teacher is the quick one) and the R18 + 3x64 student, 256x192 crops
-#: from synthetic 640x480 images (COCO-like), the device input pipeline (nvJPEG decode once per
-#: image, batched warp and targets). Expected on one H100: ~5 min for the whole first run,
-#: estimated from the reference figures (teacher ~3,300 img/s, IKD student ~4,800 img/s training),
-#: not yet measured (benchmarks/gpu_train.py measures the steps)
-FULL = {
+#: the paper's models at the paper's size, for a GPU (``--full`` here, the course's full mode): the
+#: SimpleBaseline-R50 teacher and the R18 + 3x64 student, 256x192 crops from synthetic 640x480
+#: images (COCO-like), the device input pipeline (nvJPEG decode once per image, batched warp and
+#: targets); :func:`paper_model_overrides` turns them into config overrides
+PAPER_MODELS = {
     "teacher_model": "simplebaseline-r50",
     "student_model": "student",
     "input_size": (256, 192),
     "image_size": (480, 640),
     "pipeline": "device",
-    "num_workers": 8,
 }
+#: ``--full``: :data:`PAPER_MODELS`, the teacher trained here (the released teacher is the quick
+#: one). Expected on one H100: ~5 min for the whole first run, estimated from the reference
+#: figures (teacher ~3,300 img/s, IKD student ~4,800 img/s training), not yet measured
+#: (benchmarks/gpu_train.py measures the steps)
+FULL = {**PAPER_MODELS, "num_workers": 8}
 #: ``--full --fast``: the full-mode settings at a tiny size (the CPU smoke test)
 FULL_FAST = {"input_size": (64, 64), "image_size": (96, 128), "num_workers": 0}
 #: how the teacher is trained, on top of the ``quick`` preset: flip-only augmentation (as the
@@ -185,9 +188,14 @@ def settings(fast: bool = False, full: bool = False) -> dict:
     return s
 
 
-def image_size(s: dict) -> tuple[int, int]:
-    """The synthetic images' ``(H, W)``: 640x480 with ``--full``, else the generator's 192x192."""
-    return tuple(s.get("image_size", (192, 192)))
+def paper_model_overrides(s: dict) -> list[str]:
+    """Config overrides for settings holding :data:`PAPER_MODELS` (models, crop and image sizes, pipeline); else none."""
+    if "teacher_model" not in s:
+        return []
+    (h, w), (ih, iw) = s["input_size"], s["image_size"]
+    return [f"model.teacher={s['teacher_model']}", f"model.student={s['student_model']}",
+            f"data.input_size={h},{w}", f"data.heatmap_size={h // 4},{w // 4}", f"data.pipeline={s['pipeline']}",
+            f"data.synthetic_image_size={ih},{iw}"]
 
 
 def _common_overrides(s: dict, data_root: Path, fast: bool) -> list[str]:
@@ -199,11 +207,7 @@ def _common_overrides(s: dict, data_root: Path, fast: bool) -> list[str]:
         f"optim.batch_size={s['batch_size']}",
         "run.tensorboard=false",
     ]
-    if "teacher_model" in s:  # --full
-        (h, w), (ih, iw) = s["input_size"], s["image_size"]
-        out += [f"model.teacher={s['teacher_model']}", f"model.student={s['student_model']}",
-                f"data.input_size={h},{w}", f"data.heatmap_size={h // 4},{w // 4}", f"data.pipeline={s['pipeline']}",
-                f"data.synthetic_image_size={ih},{iw}"]
+    out += paper_model_overrides(s)  # --full
     if fast:
         out += ["run.eval_batch_size=8", "run.log_every=2", "run.magnitude_batches=1", "run.flip_test=false"]
     return out
@@ -309,10 +313,10 @@ def run_quickstart(out: str | os.PathLike, seed: int = 0, data: str | os.PathLik
     from ikd_edu.data.synthetic import ensure_synthetic, synthetic_matches
 
     t = time.time()
-    have = synthetic_matches(data_root, s["images"], 0, s["val_images"], image_size(s))
+    have = synthetic_matches(data_root, s["images"], 0, s["val_images"], s["image_size"])
     _say(f"[1/4] data: {s['images']} train + {s['val_images']} val synthetic images in {data_root}"
          + (" (reusing)" if have else f" (generating, ~{_fmt_s(EXPECTED['data_per_image'] * (s['images'] + s['val_images']))})"))
-    ensure_synthetic(data_root, s["images"], seed=0, val_images=s["val_images"], image_size=image_size(s),
+    ensure_synthetic(data_root, s["images"], seed=0, val_images=s["val_images"], image_size=s["image_size"],
                      progress=not fast and sys.stderr.isatty())
     _say(f"      data ready ({time.time() - t:.0f} s)")
 
