@@ -45,7 +45,8 @@ import torch
 import torch.nn.functional as F
 
 from ikd_edu.data.images import ImageNotFoundError, check_pixels, header_size, load_rgb
-from ikd_edu.data.transforms import crop_geometry, draw_augmentation, to_network_input
+from ikd_edu.data.transforms import (_inverse_affine, _sampling_theta, crop_geometry, draw_augmentation,
+                                     to_network_input)
 from ikd_edu.errors import UserError
 
 __all__ = ["JpegBatches", "DevicePipeline", "read_image_bytes", "warp_persons"]
@@ -179,33 +180,20 @@ def warp_persons(images: list[torch.Tensor], image_of: torch.Tensor, matrices: t
     # the sampling matrices are computed on the host (the worker sent them there, float64) and
     # moved once: nothing here reads a device value back, and no inverse runs on the device
     of = image_of.cpu()
-    m = matrices.detach().cpu().to(torch.float64)
-    a_inv = torch.linalg.inv(m[:, :, :2])  # (B, 2, 2) crop -> image
-    inv = torch.cat([a_inv, -(a_inv @ m[:, :, 2:])], dim=2)  # (B, 2, 3) crop pixels -> image pixels
     top = torch.as_tensor(tops, dtype=torch.float64)[of]  # (B,) first canvas row of each image
     shift = torch.stack([torch.ones_like(top), top], dim=-1)  # (B, 2) image pixels -> canvas pixels
-    # theta = D_canvas @ [inv + shift] @ D_out^-1: normalised output -> canvas (pixel centre i of an
-    # axis of n pixels sits at (2 i + 1) / n - 1, align_corners=False); float64, then float32
-    d_out_inv = torch.tensor([[out_w / 2.0, 0.0, (out_w - 1) / 2.0], [0.0, out_h / 2.0, (out_h - 1) / 2.0],
-                              [0.0, 0.0, 1.0]], dtype=torch.float64)
-    scale = torch.tensor([2.0 / canvas_w, 2.0 / canvas_h], dtype=torch.float64)
+    to_canvas = _inverse_affine(matrices.detach().cpu().to(torch.float64))  # (B, 2, 3) crop -> image pixels
+    to_canvas[:, :, 2] += shift  # crop -> canvas pixels
+    theta = _sampling_theta(to_canvas, (canvas_h, canvas_w), (out_h, out_w))  # (B, 2, 3), float64
+    scale = torch.tensor([2.0 / canvas_w, 2.0 / canvas_h], dtype=torch.float64)  # canvas pixel x -> scale x + offset
     offset = torch.tensor([1.0 / canvas_w - 1.0, 1.0 / canvas_h - 1.0], dtype=torch.float64)
-    to_canvas = torch.cat([inv[:, :, :2], inv[:, :, 2:] + shift[:, :, None]], dim=2)  # (B, 2, 3)
-    theta = scale[None, :, None] * (to_canvas @ d_out_inv)  # (B, 2, 3)
-    theta[:, :, 2] += offset
     # a sample whose source point lies 1 px or more outside its own image would read a neighbour
     # in the canvas: 0 there. Bounds (-1, w) x (-1, h) in image pixels, in normalised units:
     size = torch.tensor([widths, heights], dtype=torch.float64).T[of]  # (B, 2) (w, h)
     lo = scale * (shift - 1.0) + offset  # (B, 2) at image pixel -1
     hi = scale * (size + shift) + offset  # (B, 2) at image pixel w (h)
     theta, lo, hi = (t.float().to(dev, non_blocking=True) for t in (theta, lo, hi))
-    # the grid theta @ [x_n, y_n, 1] of affine_grid, by broadcasting (two fused multiply-adds instead of a batched matmul)
-    xn = (2.0 * torch.arange(out_w, device=dev, dtype=torch.float32) + 1.0) / out_w - 1.0  # (W_out,)
-    yn = (2.0 * torch.arange(out_h, device=dev, dtype=torch.float32) + 1.0) / out_h - 1.0  # (H_out,)
-    grid = torch.empty(len(of), out_h, out_w, 2, device=dev)  # (B, H_out, W_out, 2)
-    for c in range(2):
-        torch.add(theta[:, c, 0, None, None] * xn, (theta[:, c, 1, None] * yn + theta[:, c, 2, None])[:, :, None],
-                  out=grid[..., c])
+    grid = F.affine_grid(theta, [len(of), 3, out_h, out_w], align_corners=False)  # (B, H_out, W_out, 2)
     out = F.grid_sample(canvas[None], grid.reshape(1, -1, out_w, 2), mode="bilinear", padding_mode="zeros",
                         align_corners=False)  # (1, 3, B H_out, W_out)
     out = out.reshape(3, len(of), out_h, out_w).transpose(0, 1)  # (B, 3, H_out, W_out)
