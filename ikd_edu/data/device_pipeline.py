@@ -44,10 +44,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ikd_edu.data.images import ImageNotFoundError, check_pixels, header_size, load_rgb
+from ikd_edu.data.images import check_pixels, decode_rgb, header_size, read_image_file
 from ikd_edu.data.transforms import (_inverse_affine, _sampling_theta, crop_geometry, draw_augmentation,
                                      to_network_input)
-from ikd_edu.errors import UserError
 
 __all__ = ["JpegBatches", "DevicePipeline", "read_image_bytes", "warp_persons"]
 
@@ -59,17 +58,12 @@ def read_image_bytes(path) -> tuple[torch.Tensor, int]:
     JPEG only. Raises like :func:`ikd_edu.data.images.load_rgb`.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImageNotFoundError(f"image not found: {path}") from None
-    except OSError as exc:
-        raise UserError(f"cannot read image {path}: {exc.strerror or exc}") from None
-    size = header_size(data) if data else None
+    data = read_image_file(path)
+    size = header_size(data)
     if size is not None and data[:2] == b"\xff\xd8":
         check_pixels(path, *size)
         return torch.frombuffer(bytearray(data), dtype=torch.uint8), int(size[1])
-    rgb = load_rgb(path)  # (H, W, 3): PNG and everything PIL reads
+    rgb = decode_rgb(path, data)  # (H, W, 3): PNG and everything PIL reads
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).contiguous(), int(rgb.shape[1])
 
 

@@ -148,6 +148,12 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
         UserError: the file is not a readable image (corrupt, truncated, not an image).
     """
     path = Path(path)
+    return decode_rgb(path, read_image_file(path))
+
+
+def read_image_file(path: str | os.PathLike) -> bytes:
+    """An image file's bytes; :class:`ImageNotFoundError` / :class:`UserError` naming the path when it can't be read or is empty."""
+    path = Path(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -158,6 +164,11 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
         raise UserError(f"cannot read image {path}: {exc.strerror or exc}") from None
     if not data:
         raise UserError(f"image file {path} is empty (0 bytes); re-download or regenerate it")
+    return data
+
+
+def decode_rgb(path: Path, data: bytes) -> np.ndarray:
+    """:func:`load_rgb` of bytes already read from ``path`` (named in errors): ``(H, W, 3)`` uint8."""
     size = header_size(data)
     if size is not None:
         check_pixels(path, *size)
