@@ -430,8 +430,6 @@ def top_down_sample(
         ``center (2,)``, ``scale (2,)``, ``rotation`` (float, degrees), ``flip`` (bool),
         ``matrix (2, 3)`` image -> crop (flip included).
     """
-    if target_weight_rule not in TARGET_WEIGHT_RULES:
-        raise ValueError(f"target_weight_rule must be one of {TARGET_WEIGHT_RULES}, got {target_weight_rule!r}")
     width = image.shape[1]
     d = draw_augmentation(center, scale, joints, image_width=width, input_size=input_size, skeleton=skeleton,
                           train=train, augment=augment, rng=rng)
