@@ -26,10 +26,13 @@ import os as _os
 
 __version__ = "0.1.0"
 
-# libgomp (torch's CPU threads) busy-waits between parallel regions by default; on shared or
-# busy cores that makes every op wait for descheduled spinning threads (benchmarks/README.md).
-# Only takes effect when ikd_edu is imported before torch; an explicit setting wins.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# libgomp (torch's CPU threads) spins ~300,000 times before a waiting thread sleeps: on busy
+# cores every op then waits for descheduled spinning threads; never spinning (PASSIVE) makes
+# idle cores wake a thread for every small op. A short spin does well on both
+# (benchmarks/README.md). Only takes effect when ikd_edu is imported before torch; an explicit
+# OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
+if "OMP_WAIT_POLICY" not in _os.environ:
+    _os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 from ikd_edu._lazy import lazy_exports as _lazy_exports  # noqa: E402 (after the environment)
 

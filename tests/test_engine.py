@@ -190,3 +190,32 @@ def test_crop_cache_run_equals_uncached_run_and_needs_flip_only(synthetic_root, 
         finals.append(torch.load(out / "last.pt", weights_only=True)["model"])
     for name, value in finals[0].items():
         assert torch.equal(value, finals[1][name]), name
+
+
+def test_cache_store_reuses_crops_and_teacher_outputs_across_runs(synthetic_root, tmp_path, capsys):
+    """Runs sharing a CacheStore train exactly as runs that build their own caches; only equal keys are reused."""
+    from ikd_edu.train.caches import CacheStore
+
+    teacher = make_teacher_checkpoint(tmp_path / "teacher.pt")
+    common = {**FLIP_ONLY, "data.cache_crops": "true", "distill.teacher_cache": "true",
+              "model.teacher_checkpoint": str(teacher)}
+
+    def run(name, terms, caches, **extra):
+        out = tmp_path / name
+        capsys.readouterr()
+        summary = engine.train(load_config("quick", tiny(synthetic_root, out, steps=3, batch=4, **common, **extra,
+                                                          **{"distill.terms": terms}), role="student"),
+                               caches=caches)
+        return summary, torch.load(out / "last.pt", weights_only=True)["model"], capsys.readouterr().out
+
+    store = CacheStore()
+    first, _, said = run("ikd-shared", "logit,feature,structure", store)
+    assert first["teacher_cache_s"] > 0 and "reused" not in said
+    shared, shared_weights, said = run("logit-shared", "logit", store)  # heatmaps: a subset of the IKD taps
+    assert said.count("reused from an earlier run") == 2  # crops and teacher outputs
+    own, own_weights, _ = run("logit-own", "logit", None)
+    assert shared["teacher_cache_s"] < own["teacher_cache_s"]
+    for key, value in own_weights.items():
+        assert torch.equal(value, shared_weights[key]), key
+    _, _, said = run("logit-sigma", "logit", store, **{"data.sigma": 3.0})  # other targets: other crops
+    assert "reused" not in said

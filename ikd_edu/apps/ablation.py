@@ -152,8 +152,11 @@ def run_ablation(preset: str, seeds: int = 3, variants: list[str] | None = None,
             load_config(preset, overrides + ["distill.terms=logit"], role="student")  # raises the usual message
         teacher_cfg = load_config(preset, overrides + [f"run.out_dir={teacher_ckpt.parent}"], role="teacher")
         train(teacher_cfg)
+    from ikd_edu.train.caches import CacheStore
+
     values: dict[str, list[float]] = {}
     metric = "AP"
+    caches = CacheStore()  # flip-only runs: every variant and seed reuses the same crops and teacher outputs
     for name in variants:
         for seed in range(seeds):
             run_dir = root / name / f"seed{seed}"
@@ -162,7 +165,8 @@ def run_ablation(preset: str, seeds: int = 3, variants: list[str] | None = None,
                                                    f"model.teacher_checkpoint={teacher_ckpt}"], role="student")
             summary_path = run_dir / "summary.json"
             summary = (read_json(summary_path, "run summary", expect=dict,
-                                 fix=f"delete it to redo the run ({run_dir})") if summary_path.is_file() else train(cfg))
+                                 fix=f"delete it to redo the run ({run_dir})") if summary_path.is_file()
+                       else train(cfg, caches=caches))
             if not isinstance(summary.get("best"), dict) or not isinstance(summary["best"].get("value"), (int, float)):
                 raise UserError(f"run summary {summary_path} has no best metric value; delete it to redo the run")
             metric = summary["best"]["metric"]

@@ -118,7 +118,7 @@ FULL_FAST = {"input_size": (64, 64), "image_size": (96, 128), "num_workers": 0}
 TEACHER_RECIPE = {"warmup": 200 / 6500, "milestones": (4500 / 6500, 5750 / 6500), "gamma": 0.1}
 #: seconds per image / step / stage on 2 idle cores, evaluation included, for the "expect ~" lines
 #: (measured figures: README and benchmarks/README.md)
-EXPECTED = {"data_per_image": 0.004, "teacher_step": 0.29, "student_step": 0.088, "kd_student_step": 0.1,
+EXPECTED = {"data_per_image": 0.004, "teacher_step": 0.2, "student_step": 0.075, "kd_student_step": 0.08,
             "released_teacher": 20.0}
 
 
@@ -262,7 +262,7 @@ def _finished(cfg) -> dict | None:
     return summary if summary.get("steps") == cfg.optim.steps and final else None
 
 
-def _train_or_reuse(cfg, label: str, expected_s: float | None) -> dict:
+def _train_or_reuse(cfg, label: str, expected_s: float | None, caches=None) -> dict:
     from ikd_edu.train.engine import train
 
     done = _finished(cfg)
@@ -274,7 +274,7 @@ def _train_or_reuse(cfg, label: str, expected_s: float | None) -> dict:
     resuming = (Path(cfg.run.out_dir) / "last.pt").is_file()
     hint = f", expect ~{_fmt_s(expected_s)} on 2 idle cores" if expected_s else ""
     _say(f"      {label}: {'resuming' if resuming else 'training'} {cfg.optim.steps} steps{hint} -> {cfg.run.out_dir}")
-    summary = train(cfg)
+    summary = train(cfg, caches=caches)
     summary["reused"] = False
     return summary
 
@@ -335,11 +335,14 @@ def run_quickstart(out: str | os.PathLike, seed: int = 0, data: str | os.PathLik
          f"seed {seed}; {len(STUDENTS)} variants + labels-only at the IKD student's wall time")
     summaries: dict[str, dict] = {"teacher": teacher}
     configs = {"teacher": t_cfg}
+    from ikd_edu.train.caches import CacheStore
+
+    caches = CacheStore()  # the students' crops are cut once, the teacher run over them once (by the IKD student)
     for i, (name, terms) in enumerate(STUDENTS.items()):
         cfg = student_config(s, out, data_root, seed, name, terms, steps, fast, extra)
         configs[name] = cfg
         per = EXPECTED["kd_student_step" if terms else "student_step"] * steps
-        summaries[name] = _train_or_reuse(cfg, f"({i + 1}/{len(STUDENTS) + 1}) {name}", per)
+        summaries[name] = _train_or_reuse(cfg, f"({i + 1}/{len(STUDENTS) + 1}) {name}", per, caches)
     eq_steps, eq_info = equal_time_steps(out / f"seed-{seed}", summaries["student-labels"], summaries["student-ikd"],
                                          steps, s["max_equal_time_factor"])
     cfg = student_config(s, out, data_root, seed, EQUAL_TIME, [], eq_steps, fast, extra)
@@ -347,7 +350,8 @@ def run_quickstart(out: str | os.PathLike, seed: int = 0, data: str | os.PathLik
     _say(f"      equal time: the IKD student trained {eq_info['ikd_train_s']:.0f} s (teacher cache "
          f"{eq_info['ikd_teacher_cache_s']:.0f} s included), a labels-only step takes "
          f"{eq_info['labels_step_s'] * 1000:.0f} ms -> {eq_steps} steps")
-    summaries[EQUAL_TIME] = _train_or_reuse(cfg, f"({len(STUDENTS) + 1}/{len(STUDENTS) + 1}) {EQUAL_TIME}", EXPECTED["student_step"] * eq_steps)
+    summaries[EQUAL_TIME] = _train_or_reuse(cfg, f"({len(STUDENTS) + 1}/{len(STUDENTS) + 1}) {EQUAL_TIME}", EXPECTED["student_step"] * eq_steps,
+                                        caches)
 
     # ---- 4. report ---------------------------------------------------------------------
     _say("[4/4] evaluation: COCO keypoint AP on the validation set (pycocotools), params, MACs, CPU latency")
@@ -512,8 +516,8 @@ def profile_models(out: Path, cfg, fast: bool) -> dict[str, dict]:
         from ikd_edu.profile import count_macs, count_params, measure_latency
 
         model = build_model(name, num_joints=cfg.num_joints).eval()
-        # batch 1 on one thread: with OMP_WAIT_POLICY=PASSIVE (ikd_edu/__init__.py) a second
-        # thread has to be woken for every small op
+        # batch 1 on one thread: at batch 1 a second thread mostly waits to be woken (the
+        # figure then depends on the machine's load more than on the model)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:

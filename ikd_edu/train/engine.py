@@ -17,7 +17,7 @@ Read it top to bottom; the sections follow the life of a run:
        run = setup_run(...)            # Run: config, device, log, datasets, plan (fixed)
        state = build_state(run)        # TrainState: model, loss, optimizer, position (changing)
        resume(run, state)              # from last.pt, exactly where it stopped
-       build_caches(run, state)
+       build_caches(run, state, caches)   # or reuse them from an earlier run (CacheStore)
        for batch in run_batches(run, state):   # one loader for the rest of the run
            losses = train_step(run, state, batch)
            record_step(run, state, losses, ...)        # on the device: no sync
@@ -41,7 +41,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import hashlib
 import io
+import json
 import math
 import os
 import signal
@@ -59,7 +61,7 @@ from ikd_edu.errors import UserError
 from ikd_edu.inference import autocast_context, merge_predictions, predict
 from ikd_edu.io import check_output_dir, load_torch, lock_output_dir, save_torch, write_json
 from ikd_edu.train import distributed as D
-from ikd_edu.train.caches import CropCache, TeacherCache
+from ikd_edu.train.caches import CacheStore, CropCache, TeacherCache
 from ikd_edu.train.config import Config, config_from_dict, config_to_dict, save_config
 from ikd_edu.train.runtime import (amp_settings, rng_state, seed_everything, seed_worker, select_device,
                                    set_rng_state)
@@ -525,7 +527,7 @@ def _progress_enabled(cfg: Config, is_main: bool) -> bool:
     return cfg.run.progress == "on" or sys.stderr.isatty()
 
 
-def train(cfg: Config) -> dict:
+def train(cfg: Config, caches: CacheStore | None = None) -> dict:
     """Train ``cfg.role`` on ``cfg.data`` and return a summary.
 
     Writes into ``cfg.run.out_dir``: ``config.yaml``, ``last.pt`` (resumable state),
@@ -535,6 +537,8 @@ def train(cfg: Config) -> dict:
 
     Resumes from ``last.pt`` (``run.resume=auto``) exactly where it stopped, mid-epoch
     included. Under ``torchrun`` every rank calls this; rank 0 writes the files.
+    ``caches``: a :class:`~ikd_edu.train.caches.CacheStore` shared by several runs of this
+    process, which then cut their crops and run the teacher over them once.
 
     Returns:
         ``{"out_dir", "best": {metric, value, step}, "final": metrics, "paths": {...},
@@ -547,12 +551,13 @@ def train(cfg: Config) -> dict:
     try:
         # the run folder is locked against a second writer (rank 0 writes every file)
         with lock_output_dir(cfg.run.out_dir, "run folder") if info.is_main else contextlib.nullcontext():
-            return _train(cfg, info, device, t_start)
+            return _train(cfg, info, device, t_start, caches)
     finally:
         D.cleanup_distributed()
 
 
-def _train(cfg: Config, info: D.DistInfo, device: torch.device, t_start: float) -> dict:
+def _train(cfg: Config, info: D.DistInfo, device: torch.device, t_start: float,
+           caches: CacheStore | None = None) -> dict:
     """The loop, top to bottom: setup, resume, caches, then steps with logging, checkpoints and evaluation."""
     run = setup_run(cfg, info, device, t_start)
     state = build_state(run)
@@ -563,7 +568,7 @@ def _train(cfg: Config, info: D.DistInfo, device: torch.device, t_start: float) 
         compile_step(run, state)
     state.module = D.wrap_ddp(state.module, device)
     set_train_mode(state.module, cfg.model.freeze_bn)
-    build_caches(run, state)
+    build_caches(run, state, caches)
     start_loop(run, state)
     pos, total = state.pos, run.plan.total_steps
     try:
@@ -772,24 +777,52 @@ def resume(run: Run, state: TrainState) -> None:
     log.truncate_csv("eval.csv", pos.step - 1 if pos.step >= plan.total_steps else pos.step)
 
 
-def build_caches(run: Run, state: TrainState) -> None:
+def cache_keys(run: Run) -> tuple[str, str]:
+    """Keys of this run's crop and teacher caches in a :class:`CacheStore`: everything their values depend on.
+
+    Crops: the data config (loader settings aside) and the training records. Teacher outputs:
+    those, plus the teacher's architecture, weights file (path, size, modification time),
+    device, precision and memory format.
+    """
+    cfg = run.cfg
+    data = {k: v for k, v in config_to_dict(cfg)["data"].items() if k not in ("num_workers", "pipeline")}
+    records = hashlib.sha256(np.asarray(run.train_idx, dtype=np.int64).tobytes()).hexdigest()
+    crops = json.dumps([data, records], sort_keys=True, default=str)
+    ckpt = Path(cfg.model.teacher_checkpoint)
+    stat = ckpt.stat() if ckpt.is_file() else None
+    teacher = json.dumps([crops, cfg.model.teacher, cfg.model.teacher_options, str(ckpt.resolve()),
+                          stat and [stat.st_size, stat.st_mtime_ns], str(run.device), str(run.amp_dtype),
+                          run.channels_last], sort_keys=True, default=str)
+    return crops, teacher
+
+
+def build_caches(run: Run, state: TrainState, store: CacheStore | None = None) -> None:
     """The crop cache (``data.cache_crops``), then the teacher cache (``distill.teacher_cache``) from its crops.
 
-    Both count as training time; the teacher cache also as ``teacher_cache_s``.
+    Both count as training time; the teacher cache also as ``teacher_cache_s``. With a
+    ``store`` a cache an earlier run of this process built for the same data (and teacher)
+    is reused, at no cost to this run.
     """
     cfg, log, timing = run.cfg, run.log, state.timing
+    crops_key, teacher_key = cache_keys(run) if store is not None else ("", "")
     if cfg.data.cache_crops:
         t_crops = time.time()
-        state.crops = CropCache.build(run.train_set, run.train_idx, cfg)
+        build = lambda: CropCache.build(run.train_set, run.train_idx, cfg)  # noqa: E731
+        state.crops, reused = store.crops(crops_key, build) if store is not None else (build(), False)
         log.print(f"crop cache: {len(run.train_idx)} training crops, unflipped and flipped, "
-                  f"{state.crops.nbytes() / 2**20:.0f} MiB, {time.time() - t_crops:.1f} s")
+                  f"{state.crops.nbytes() / 2**20:.0f} MiB, "
+                  + ("reused from an earlier run" if reused else f"{time.time() - t_crops:.1f} s"))
         timing["train_s"] += time.time() - t_crops
     t_cache = time.time()
     if state.teacher is not None and state.teacher_taps and cfg.distill.teacher_cache:
-        state.cache = TeacherCache.build(state.teacher, run.train_set, run.train_idx, state.teacher_taps, cfg,
-                                         run.device, run.amp_dtype, run.channels_last, crops=state.crops)
+        build = lambda: TeacherCache.build(  # noqa: E731
+            state.teacher, run.train_set, run.train_idx, state.teacher_taps, cfg, run.device, run.amp_dtype,
+            run.channels_last, crops=state.crops)
+        state.cache, reused = (store.teacher(teacher_key, state.teacher_taps, build) if store is not None
+                               else (build(), False))
         log.print(f"teacher cache: {', '.join(state.teacher_taps)} of {len(run.train_idx)} training crops, unflipped "
-                  f"and flipped, {state.cache.nbytes() / 2**20:.1f} MiB float16, {time.time() - t_cache:.1f} s")
+                  f"and flipped, {state.cache.nbytes() / 2**20:.1f} MiB float16, "
+                  + ("reused from an earlier run" if reused else f"{time.time() - t_cache:.1f} s"))
     cache_s = time.time() - t_cache
     timing["teacher_cache_s"] += cache_s
     timing["train_s"] += cache_s
