@@ -339,15 +339,25 @@ def finished(cfg) -> dict | None:
     return summary if summary.get("steps") == cfg.optim.steps and summary.get("final") else None
 
 
+_CACHES = None  # the notebook kernel's CacheStore: its students cut their crops once
+
+
 def train_or_load(cfg) -> dict:
-    """The run's summary: loaded when it already finished, trained (or resumed) otherwise."""
+    """The run's summary: loaded when it already finished, trained (or resumed) otherwise.
+
+    Runs trained in one kernel share a :class:`~ikd_edu.train.caches.CacheStore` (crops cut
+    once, teacher outputs reused where a cache holds them).
+    """
+    global _CACHES
+    from ikd_edu.train.caches import CacheStore
     from ikd_edu.train.engine import train
 
     done = finished(cfg)
     if done is not None:
         print(f"loaded the finished run {cfg.run.out_dir} (AP {done['final'].get('AP', float('nan')):.3f})")
         return done
-    summary = train(cfg)
+    _CACHES = _CACHES or CacheStore()
+    summary = train(cfg, caches=_CACHES)
     print(f"trained {cfg.run.out_dir}: AP {summary['final'].get('AP', float('nan')):.3f} after {cfg.optim.steps} steps")
     return summary
 
@@ -407,6 +417,7 @@ def retrain_released_teacher(mode: Mode):
                            [f"run.out_dir={course_dir() / mode.name / 'teacher-retrained'}", f"run.device={mode.device}"])
     summary = train_or_load(cfg)
     print(R.compare_with_card(float(summary["final"]["AP"]), card, where="re-trained here"))
+    print(R.compare_curves(Q.teacher_curve(Path(cfg.run.out_dir)), card))
     return load_model(cfg), summary
 
 

@@ -24,4 +24,4 @@ if [ "${1:-}" = "--browser" ] && ! command -v chromium >/dev/null 2>&1; then
         echo "install.sh: the real-browser tests need Debian's chromium: sudo apt-get install chromium" >&2
     fi
 fi
-echo "ikd-edu installed in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
+echo "ikd-edu installed in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)')) in ${SECONDS} s"

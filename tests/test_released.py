@@ -94,3 +94,14 @@ def test_not_installed_where_recipe_or_data_differ(tmp_path, val_data, capsys):
     assert R.install(t_cfg, other.parent) is None
     assert "training data (annotation sha256) differ" in capsys.readouterr().out
     assert not (tmp_path / "teacher" / "best.pt").exists()
+
+
+def test_compare_curves_says_where_a_retrained_curve_leaves_the_card():
+    card = {"ap_curve": [[250, 0.112118], [500, 0.18951], [750, 0.272818]]}
+    same = R.compare_curves([(250, 0.112118), (500, 0.18951), (750, 0.272818)], card)
+    assert "equals the card's at all 3" in same
+    first = R.compare_curves([(250, 0.102767), (500, 0.186931)], card)
+    assert "from the first evaluation at step 250 (10.3 here vs 11.2" in first
+    later = R.compare_curves([(250, 0.112118), (500, 0.1895), (750, 0.3)], card)
+    assert "first at step 500" in later
+    assert "no evaluation step in common" in R.compare_curves([(100, 0.1)], card)

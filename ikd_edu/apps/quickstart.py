@@ -413,6 +413,7 @@ def _compare_trained_teacher(t_cfg, data_root: Path, teacher: dict) -> None:
         _say(f"      (the released teacher's card has another {' / '.join(differ)}: no comparison)")
         return
     _say(f"      trained here from the recipe: {R.compare_with_card(float(teacher['final']['AP']), card)}")
+    _say(f"      {R.compare_curves(teacher_curve(Path(t_cfg.run.out_dir)), card)}")
 
 
 def result_rows(summaries: dict[str, dict], configs: dict, profiles: dict[str, dict], s: dict) -> list[dict]:

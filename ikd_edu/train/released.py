@@ -136,6 +136,27 @@ def compare_with_card(ap: float, card: dict, where: str = "here") -> str:
     return f"AP {100 * ap:.1f} {where} vs {100 * want:.1f} on the card ({100 * (ap - want):+.1f} AP)"
 
 
+def compare_curves(curve, card: dict, tol: float = 5e-6) -> str:
+    """One line: where an AP curve ``[(step, AP), ...]`` trained from the recipe leaves the card's.
+
+    Training is deterministic on one machine (a second run repeats every evaluation to the
+    last digit), but CPU models (and thread counts) round differently: then the curves part
+    at the first evaluation and the final AP lands about 1 AP either side (benchmarks/README.md).
+    """
+    theirs = {int(st): float(ap) for st, ap in card.get("ap_curve", [])}
+    shared = [(int(st), float(ap)) for st, ap in curve if int(st) in theirs]
+    if not shared:
+        return "no evaluation step in common with the card's AP curve"
+    for step, ap in shared:
+        if abs(ap - theirs[step]) > tol:
+            first = "from the first evaluation" if step == shared[0][0] else "first"
+            return (f"the AP curves part {first} at step {step} ({100 * ap:.1f} here vs {100 * theirs[step]:.1f} on "
+                    "the card): this machine's floating-point rounding differs from the one that trained the card "
+                    "(another CPU model or thread count), so the runs are not the same run; the recipe repeats a "
+                    "run exactly only on one machine")
+    return f"the AP curve equals the card's at all {len(shared)} common evaluations: the same run, repeated"
+
+
 def install(cfg, data_root: str | os.PathLike | None, out_dir: str | os.PathLike | None = None,
             check: bool = True, say: Callable[[str], None] = print, name: str = QUICK_TEACHER) -> dict | None:
     """Put the released teacher into ``out_dir`` (default ``cfg.run.out_dir``) as a finished run.
