@@ -70,8 +70,14 @@ def quickstart_table(summary: dict) -> str:
               "|---|---|---|---|"]
     for v in verdict_rows(summary["rows"]):
         lines.append(f"| {v['name']} vs {v['baseline']} | {v['diff']:+.1f} AP | {v['spread']:.1f} | {v['verdict']} |")
-    eq = summary.get("equal_time") or {}
-    if eq:
+    per_seed = summary.get("equal_time_per_seed") or {}
+    if per_seed:
+        lines += ["", "Equal time, per seed: the IKD student's training time (teacher cache included) / a labels-only "
+                      "step = the equal-time student's steps:",
+                  "; ".join(f"seed {s}: {e['ikd_train_s']:.0f} s ({e['ikd_teacher_cache_s']:.0f} s) / "
+                            f"{1000 * e['labels_step_s']:.0f} ms = {e['steps']} steps" for s, e in per_seed.items()) + "."]
+    elif summary.get("equal_time"):
+        eq = summary["equal_time"]
         lines += ["", f"Equal time (last seed run): the IKD student trained {eq['ikd_train_s']:.0f} s for "
                       f"{eq['ikd_steps']} steps (teacher cache {eq['ikd_teacher_cache_s']:.0f} s included); a labels-only "
                       f"step took {1000 * eq['labels_step_s']:.0f} ms, so `student-labels-equal-time` got {eq['steps']} steps."]

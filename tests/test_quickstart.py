@@ -46,6 +46,7 @@ def test_quickstart_fast_end_to_end_and_reuse(tmp_path, capsys):
     assert by["student-ikd"]["teacher_cache_s"] > 0 and by["student-labels"]["teacher_cache_s"] == 0
     eq = json.loads((out / "seed-0" / "equal_time.json").read_text())
     assert by["student-labels-equal-time"]["steps"] == eq["steps"] >= fast["student_steps"]
+    assert json.loads((out / "summary.json").read_text())["equal_time_per_seed"] == {"0": eq}
     assert (out / "ablation.png").stat().st_size > 0 and (out / "teacher_curves.png").stat().st_size > 0
     assert (out / "results-seed0.json").is_file()
 
@@ -167,9 +168,9 @@ def test_readme_table_is_generated_from_summary(tmp_path):
            "student-logit": [0.18, 0.19, 0.185], "student-feature": [0.165, 0.17, 0.16],
            "student-structure": [0.17, 0.16, 0.18], "student-ikd": [0.21, 0.215, 0.22]}
     seeds = {s: [{"name": n, "AP": v[s]} for n, v in aps.items()] for s in range(3)}
-    summary = {"seeds": [0, 1, 2], "rows": Q.summarize_seeds(seeds),
-               "equal_time": {"ikd_train_s": 90.0, "ikd_steps": 800, "ikd_teacher_cache_s": 8.0, "labels_step_s": 0.08,
-                              "steps": 1125}}
+    eq = {"ikd_train_s": 90.0, "ikd_steps": 800, "ikd_teacher_cache_s": 8.0, "labels_step_s": 0.08, "steps": 1125}
+    summary = {"seeds": [0, 1, 2], "rows": Q.summarize_seeds(seeds), "equal_time": eq,
+               "equal_time_per_seed": {"0": eq, "1": {**eq, "labels_step_s": 0.1125, "steps": 800}}}
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{tables.BEGIN}\nold\n{tables.END}\noutro\n")
@@ -180,7 +181,8 @@ def test_readme_table_is_generated_from_summary(tmp_path):
     assert text.startswith("intro\n") and text.endswith("outro\n") and "old" not in text
     assert "| **student-ikd** (all three) | 21.0 | 21.5 | 22.0 | 21.5 | 0.5 |" in text
     assert "| student-ikd vs student-labels | +5.0 AP | 0.5 | helps |" in text
-    assert "| student-ikd vs student-labels-equal-time |" in text and "1125 steps" in text
+    assert "| student-ikd vs student-labels-equal-time |" in text
+    assert "seed 0: 90 s (8 s) / 80 ms = 1125 steps; seed 1: 90 s (8 s) / 112 ms = 800 steps." in text
     assert tables.main(args + ["--check"]) == 0
 
 

@@ -364,7 +364,8 @@ def run_quickstart(out: str | os.PathLike, seed: int = 0, data: str | os.PathLik
     all_seeds = collect_seeds(out)
     summary = summarize_seeds(all_seeds)
     write_json(out / "summary.json", {"seeds": sorted(all_seeds), "rows": summary, "teacher_curve": curve,
-                                      "equal_time": eq_info, "settings": s})
+                                      "equal_time": eq_info, "equal_time_per_seed": equal_time_per_seed(out, all_seeds),
+                                      "settings": s})
     figures = make_figures(out, summary, Path(t_cfg.run.out_dir))
     _say("")
     _say(format_table(rows, seed))
@@ -477,6 +478,18 @@ def equal_time_steps(seed_dir: Path, labels: dict, ikd: dict, steps: int, max_fa
 
     write_json(path, info)
     return eq, info
+
+
+def equal_time_per_seed(out: Path, seeds) -> dict[str, dict]:
+    """``{seed: equal_time.json}`` of every seed run in ``out`` that has one (wall times drift between runs)."""
+    from ikd_edu.io import read_json
+
+    found = {}
+    for seed in sorted(seeds):
+        path = out / f"seed-{seed}" / "equal_time.json"
+        if path.is_file():
+            found[str(seed)] = read_json(path, "equal-time file", expect=dict, fix="delete it to recompute it")
+    return found
 
 
 def teacher_curve(run_dir: Path) -> list[tuple[int, float]]:
