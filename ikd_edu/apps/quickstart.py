@@ -462,11 +462,7 @@ def equal_time_steps(seed_dir: Path, labels: dict, ikd: dict, steps: int, max_fa
     """Steps that give a labels-only student the IKD student's training time (stored, so reruns agree)."""
     path = seed_dir / "equal_time.json"
     if path.is_file():
-        from ikd_edu.io import read_json
-
-        info = read_json(path, "equal-time file", expect=dict, fix="delete it to recompute it")
-        if isinstance(info.get("steps"), bool) or not isinstance(info.get("steps"), int) or info["steps"] < 1:
-            raise UserError(f"equal-time file {path} has no positive integer 'steps'; delete it to recompute it")
+        info = read_equal_time(path)
         return int(info["steps"]), info
     labels_step = float(labels["train_s"]) / max(int(labels["steps"]), 1)
     ikd_s = float(ikd["train_s"])
@@ -480,16 +476,20 @@ def equal_time_steps(seed_dir: Path, labels: dict, ikd: dict, steps: int, max_fa
     return eq, info
 
 
-def equal_time_per_seed(out: Path, seeds) -> dict[str, dict]:
-    """``{seed: equal_time.json}`` of every seed run in ``out`` that has one (wall times drift between runs)."""
+def read_equal_time(path: Path) -> dict:
+    """A seed run's ``equal_time.json``, checked: a JSON object with a positive integer ``steps``."""
     from ikd_edu.io import read_json
 
-    found = {}
-    for seed in sorted(seeds):
-        path = out / f"seed-{seed}" / "equal_time.json"
-        if path.is_file():
-            found[str(seed)] = read_json(path, "equal-time file", expect=dict, fix="delete it to recompute it")
-    return found
+    info = read_json(path, "equal-time file", expect=dict, fix="delete it to recompute it")
+    if isinstance(info.get("steps"), bool) or not isinstance(info.get("steps"), int) or info["steps"] < 1:
+        raise UserError(f"equal-time file {path} has no positive integer 'steps'; delete it to recompute it")
+    return info
+
+
+def equal_time_per_seed(out: Path, seeds) -> dict[str, dict]:
+    """``{seed: equal_time.json}`` of every seed run in ``out`` that has one (wall times drift between runs)."""
+    paths = {seed: out / f"seed-{seed}" / "equal_time.json" for seed in sorted(seeds)}
+    return {str(seed): read_equal_time(path) for seed, path in paths.items() if path.is_file()}
 
 
 def teacher_curve(run_dir: Path) -> list[tuple[int, float]]:
